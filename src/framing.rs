@@ -1,0 +1,521 @@
+//! The wire formats, as pure code: bytes in, messages out.
+//!
+//! [`Decoder`] turns a byte stream, fed in arbitrary pieces, into messages;
+//! [`encode`] appends one message in wire form to a buffer. Nothing here
+//! touches a socket, so every edge of the formats (a message arriving one byte
+//! at a time, many messages in one read, a length prefix split across reads,
+//! an empty message, a missing final newline at end of stream, hostile sizes)
+//! is unit-tested on its own.
+//!
+//! Limits are enforced before memory is committed: a frame whose length prefix
+//! exceeds the maximum is refused as soon as its 4 header bytes are seen, and a
+//! line is refused as soon as more bytes than the maximum arrive without a
+//! newline, so the buffer never holds more than `max_message_size` plus one
+//! read.
+
+use std::io::{self, Read};
+
+use crate::config::Framing;
+use crate::error::{Error, Result};
+
+/// The size of one read in `line` and `frame` framing: big enough to decode
+/// many small messages per system call.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Where one decoded message lies inside the decoder's buffer.
+///
+/// Returned by [`Decoder::peek`]; pass it to [`Decoder::message`] to see the
+/// bytes and to [`Decoder::consume`] to drop them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located {
+    start: usize,
+    end: usize,
+    next: usize,
+}
+
+impl Located {
+    /// The message's length in bytes (payload only).
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// Turns a byte stream into messages of one [`Framing`].
+///
+/// Feed it bytes with [`Decoder::feed`] (or let it read from a reader with
+/// [`Decoder::read_from`]), then take messages with [`Decoder::next_message`]
+/// until it returns `Ok(None)`; call [`Decoder::set_eof`] when the stream has
+/// ended so that a final line without a newline is delivered and a frame cut
+/// short is reported.
+#[derive(Debug)]
+pub struct Decoder {
+    framing: Framing,
+    max: usize,
+    raw_chunk: usize,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Line framing: bytes after `start` already searched for `\n`.
+    scanned: usize,
+    eof: bool,
+}
+
+impl Decoder {
+    /// A decoder for `framing` that refuses messages over `max_message_size`
+    /// bytes; in `raw` framing one message is at most `raw_buffer_size` bytes.
+    pub fn new(framing: Framing, max_message_size: usize, raw_buffer_size: usize) -> Decoder {
+        Decoder {
+            framing,
+            max: max_message_size.max(1),
+            raw_chunk: raw_buffer_size.max(1),
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            scanned: 0,
+            eof: false,
+        }
+    }
+
+    /// The framing this decoder reads.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Bytes received but not yet returned as messages.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether [`Decoder::set_eof`] was called.
+    pub fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Mark the end of the stream: no more bytes will come.
+    pub fn set_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// Release the buffer when it holds nothing, so that an idle connection
+    /// costs no buffer memory.
+    pub fn shrink_if_empty(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+            self.scanned = 0;
+        }
+    }
+
+    /// Append bytes received from the peer.
+    pub fn feed(&mut self, data: &[u8]) {
+        let need = data.len();
+        self.make_room(need);
+        self.buf[self.end..self.end + need].copy_from_slice(data);
+        self.end += need;
+    }
+
+    /// Read once from `reader` into the buffer and return what `read` returned.
+    /// `Ok(0)` means end of stream (and marks it). Errors, including
+    /// `WouldBlock` and `Interrupted`, are returned as they are.
+    pub fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
+        let want = match self.framing {
+            Framing::Raw => self.raw_chunk,
+            _ => READ_CHUNK,
+        };
+        self.make_room(want);
+        let limit = match self.framing {
+            // One read is one message: never read more than a buffer's worth.
+            Framing::Raw => (self.end + self.raw_chunk).min(self.buf.len()),
+            _ => self.buf.len(),
+        };
+        let n = reader.read(&mut self.buf[self.end..limit])?;
+        if n == 0 {
+            self.eof = true;
+        }
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Ensure at least `want` free bytes after `end` (and room for the frame in
+    /// progress), moving the live bytes to the front or growing as needed.
+    fn make_room(&mut self, want: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            self.scanned = 0;
+        }
+        let live = self.end - self.start;
+        let mut need = live + want;
+        if self.framing == Framing::Frame && live >= 4 {
+            let len = self.frame_len() as usize;
+            // Only reached for lengths within the limit (peek refuses others).
+            if len <= self.max {
+                need = need.max(4 + len);
+            }
+        }
+        if self.buf.len() - self.end >= want && self.buf.len() - self.start >= need {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end = live;
+            self.start = 0;
+        }
+        if self.buf.len() < need {
+            let new_len = need.max(self.buf.len() * 2).max(want);
+            self.buf.resize(new_len, 0);
+        }
+    }
+
+    fn frame_len(&self) -> u32 {
+        let h = &self.buf[self.start..self.start + 4];
+        u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+    }
+
+    /// Find the next complete message without consuming it.
+    ///
+    /// `Ok(None)` means more bytes are needed (or, after end of stream, that
+    /// nothing is left). An error means the stream broke the format and the
+    /// connection should be closed: [`Error::MessageTooLarge`] for an oversize
+    /// line or frame, [`Error::Protocol`] for a frame cut short by end of
+    /// stream.
+    pub fn peek(&mut self) -> Result<Option<Located>> {
+        let avail = self.end - self.start;
+        match self.framing {
+            Framing::Raw => {
+                if avail == 0 {
+                    return Ok(None);
+                }
+                let n = avail.min(self.raw_chunk);
+                Ok(Some(Located {
+                    start: self.start,
+                    end: self.start + n,
+                    next: self.start + n,
+                }))
+            }
+            Framing::Line => {
+                let from = self.start + self.scanned;
+                if let Some(pos) = self.buf[from..self.end].iter().position(|&b| b == b'\n') {
+                    let nl = from + pos;
+                    let mut end = nl;
+                    if end > self.start && self.buf[end - 1] == b'\r' {
+                        end -= 1;
+                    }
+                    if end - self.start > self.max {
+                        return Err(self.too_large((end - self.start) as u64));
+                    }
+                    return Ok(Some(Located {
+                        start: self.start,
+                        end,
+                        next: nl + 1,
+                    }));
+                }
+                self.scanned = avail;
+                // Without a newline the payload is at least avail - 1 bytes (a
+                // final '\r' might still be stripped).
+                if avail > self.max + 1 {
+                    return Err(self.too_large(avail as u64));
+                }
+                if self.eof && avail > 0 {
+                    return Ok(Some(Located {
+                        start: self.start,
+                        end: self.end,
+                        next: self.end,
+                    }));
+                }
+                Ok(None)
+            }
+            Framing::Frame => {
+                if avail < 4 {
+                    if self.eof && avail > 0 {
+                        return Err(Error::Protocol(format!(
+                            "stream ended inside a frame header ({avail} of 4 bytes)"
+                        )));
+                    }
+                    return Ok(None);
+                }
+                let len = self.frame_len() as usize;
+                if len > self.max {
+                    return Err(self.too_large(len as u64));
+                }
+                if avail - 4 >= len {
+                    let start = self.start + 4;
+                    return Ok(Some(Located {
+                        start,
+                        end: start + len,
+                        next: start + len,
+                    }));
+                }
+                if self.eof {
+                    return Err(Error::Protocol(format!(
+                        "stream ended inside a frame ({} of {len} bytes)",
+                        avail - 4
+                    )));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn too_large(&self, size: u64) -> Error {
+        Error::MessageTooLarge {
+            size,
+            max: self.max,
+            context: String::new(),
+        }
+    }
+
+    /// The bytes of a message found by [`Decoder::peek`].
+    pub fn message(&self, at: &Located) -> &[u8] {
+        &self.buf[at.start..at.end]
+    }
+
+    /// Drop a message found by [`Decoder::peek`] (and the bytes framing it).
+    pub fn consume(&mut self, at: Located) {
+        debug_assert!(at.next <= self.end && at.next >= self.start);
+        self.start = at.next.min(self.end);
+        self.scanned = 0;
+    }
+
+    /// Take the next complete message, if there is one: [`Decoder::peek`]
+    /// then [`Decoder::consume`]. The slice stays valid until the decoder is
+    /// next fed.
+    pub fn next_message(&mut self) -> Result<Option<&[u8]>> {
+        match self.peek()? {
+            None => Ok(None),
+            Some(at) => {
+                self.consume(at);
+                Ok(Some(&self.buf[at.start..at.end]))
+            }
+        }
+    }
+}
+
+/// Append `msg` in wire form to `out`.
+///
+/// Refuses (with [`Error::InvalidArgument`] and `out` unchanged) a message
+/// longer than `max_message_size` in `line` and `frame` framing, and a
+/// message containing `\n` in `line` framing. `raw` messages go as they are,
+/// whatever their size.
+pub fn encode(framing: Framing, max_message_size: usize, msg: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    match framing {
+        Framing::Raw => out.extend_from_slice(msg),
+        Framing::Line => {
+            check_size(msg.len(), max_message_size)?;
+            if let Some(pos) = msg.iter().position(|&b| b == b'\n') {
+                return Err(Error::invalid(format!(
+                    "a message in line framing cannot contain a newline (found one at byte {pos})"
+                )));
+            }
+            out.reserve(msg.len() + 1);
+            out.extend_from_slice(msg);
+            out.push(b'\n');
+        }
+        Framing::Frame => {
+            check_size(msg.len(), max_message_size)?;
+            out.reserve(msg.len() + 4);
+            out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            out.extend_from_slice(msg);
+        }
+    }
+    Ok(())
+}
+
+fn check_size(len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(Error::MessageTooLarge {
+            size: len as u64,
+            max,
+            context: " (refused on send)".into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Status;
+
+    fn enc(framing: Framing, msgs: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            encode(framing, 1 << 20, m, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn drain(d: &mut Decoder) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        while let Some(m) = d.next_message().unwrap() {
+            v.push(m.to_vec());
+        }
+        v
+    }
+
+    #[test]
+    fn line_one_byte_at_a_time() {
+        let wire = b"hello\r\nworld\n\n";
+        let mut d = Decoder::new(Framing::Line, 100, 1024);
+        let mut got = Vec::new();
+        for b in wire {
+            d.feed(&[*b]);
+            got.extend(drain(&mut d));
+        }
+        assert_eq!(got, vec![b"hello".to_vec(), b"world".to_vec(), b"".to_vec()]);
+    }
+
+    #[test]
+    fn line_many_in_one_read_and_missing_final_newline() {
+        let mut d = Decoder::new(Framing::Line, 100, 1024);
+        d.feed(b"a\nbb\nccc");
+        assert_eq!(drain(&mut d), vec![b"a".to_vec(), b"bb".to_vec()]);
+        assert_eq!(d.buffered(), 3);
+        d.set_eof();
+        assert_eq!(drain(&mut d), vec![b"ccc".to_vec()]);
+        assert_eq!(d.next_message().unwrap(), None);
+    }
+
+    #[test]
+    fn line_too_long_is_refused_before_buffering_more() {
+        let mut d = Decoder::new(Framing::Line, 4, 1024);
+        d.feed(b"abcd\r\n");
+        assert_eq!(drain(&mut d), vec![b"abcd".to_vec()]);
+        d.feed(b"abcde");
+        assert_eq!(d.peek().unwrap(), None, "4 bytes plus a possible \\r");
+        d.feed(b"f");
+        let e = d.peek().unwrap_err();
+        assert_eq!(e.status(), Status::MessageTooLarge);
+        let mut d = Decoder::new(Framing::Line, 4, 1024);
+        d.feed(b"abcde\n");
+        assert_eq!(d.peek().unwrap_err().status(), Status::MessageTooLarge);
+    }
+
+    #[test]
+    fn frame_split_prefix_and_empty_message() {
+        let wire = enc(Framing::Frame, &[b"", b"xyz", b"\n\0binary"]);
+        for split in 0..wire.len() {
+            let mut d = Decoder::new(Framing::Frame, 100, 1024);
+            d.feed(&wire[..split]);
+            let mut got = drain(&mut d);
+            d.feed(&wire[split..]);
+            got.extend(drain(&mut d));
+            assert_eq!(got, vec![b"".to_vec(), b"xyz".to_vec(), b"\n\0binary".to_vec()], "split {split}");
+        }
+    }
+
+    #[test]
+    fn frame_one_byte_at_a_time() {
+        let wire = enc(Framing::Frame, &[b"hello", b"world"]);
+        let mut d = Decoder::new(Framing::Frame, 100, 1024);
+        let mut got = Vec::new();
+        for b in &wire {
+            d.feed(&[*b]);
+            got.extend(drain(&mut d));
+        }
+        assert_eq!(got, vec![b"hello".to_vec(), b"world".to_vec()]);
+    }
+
+    #[test]
+    fn hostile_frame_length_allocates_nothing() {
+        let mut d = Decoder::new(Framing::Frame, 1 << 20, 1024);
+        d.feed(&[0xff, 0xff, 0xff, 0xff]);
+        let e = d.peek().unwrap_err();
+        assert_eq!(e.status(), Status::MessageTooLarge);
+        assert!(e.to_string().contains("4294967295"), "{e}");
+        assert!(d.buf.len() < 1 << 20, "buffer grew to {}", d.buf.len());
+        // Reading the rest through read_from must not grow it either.
+        let mut src: &[u8] = &[0u8; 100];
+        d.read_from(&mut src).unwrap();
+        assert!(d.buf.len() <= 2 * READ_CHUNK);
+    }
+
+    #[test]
+    fn frame_cut_short_at_eof_is_a_protocol_error() {
+        let mut d = Decoder::new(Framing::Frame, 100, 1024);
+        d.feed(&[0, 0, 0, 10, b'a']);
+        assert_eq!(d.peek().unwrap(), None);
+        d.set_eof();
+        assert_eq!(d.peek().unwrap_err().status(), Status::Protocol);
+        let mut d = Decoder::new(Framing::Frame, 100, 1024);
+        d.feed(&[0, 0]);
+        d.set_eof();
+        assert_eq!(d.peek().unwrap_err().status(), Status::Protocol);
+        let mut d = Decoder::new(Framing::Frame, 100, 1024);
+        d.set_eof();
+        assert_eq!(d.peek().unwrap(), None);
+    }
+
+    #[test]
+    fn raw_returns_what_one_read_returns_up_to_the_buffer_size() {
+        let data = vec![7u8; 3000];
+        let mut src: &[u8] = &data;
+        let mut d = Decoder::new(Framing::Raw, 1 << 20, 1024);
+        let mut sizes = Vec::new();
+        loop {
+            if d.read_from(&mut src).unwrap() == 0 {
+                break;
+            }
+            while let Some(m) = d.next_message().unwrap() {
+                sizes.push(m.len());
+            }
+        }
+        assert_eq!(sizes, vec![1024, 1024, 952]);
+    }
+
+    #[test]
+    fn large_frames_grow_the_buffer_through_read_from() {
+        let big = vec![42u8; 300_000];
+        let wire = enc(Framing::Frame, &[&big, b"tail"]);
+        let mut src: &[u8] = &wire;
+        let mut d = Decoder::new(Framing::Frame, 1 << 20, 1024);
+        let mut got = Vec::new();
+        while d.read_from(&mut src).unwrap() > 0 {
+            got.extend(drain(&mut d));
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], big);
+        assert_eq!(got[1], b"tail");
+    }
+
+    #[test]
+    fn peek_leaves_the_message_queued() {
+        let mut d = Decoder::new(Framing::Line, 100, 1024);
+        d.feed(b"queued\nnext\n");
+        let at = d.peek().unwrap().unwrap();
+        assert_eq!(d.message(&at), b"queued");
+        assert_eq!(d.peek().unwrap().unwrap(), at);
+        d.consume(at);
+        assert_eq!(d.next_message().unwrap().unwrap(), b"next");
+    }
+
+    #[test]
+    fn encode_refuses_newline_and_oversize() {
+        let mut out = b"keep".to_vec();
+        assert_eq!(
+            encode(Framing::Line, 10, b"a\nb", &mut out).unwrap_err().status(),
+            Status::InvalidArgument
+        );
+        assert_eq!(
+            encode(Framing::Frame, 2, b"abc", &mut out).unwrap_err().status(),
+            Status::MessageTooLarge
+        );
+        assert_eq!(out, b"keep");
+        encode(Framing::Raw, 2, b"a\nbc", &mut out).unwrap();
+        assert_eq!(out, b"keepa\nbc");
+    }
+
+    #[test]
+    fn shrink_releases_memory_when_idle() {
+        let mut d = Decoder::new(Framing::Line, 100, 1024);
+        d.feed(b"x\n");
+        drain(&mut d);
+        d.shrink_if_empty();
+        assert_eq!(d.buf.capacity(), 0);
+    }
+}

@@ -1,0 +1,193 @@
+//! Listening for and accepting clients, and stopping from any thread.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::client::resolve;
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::error::{Error, Result};
+use crate::log::{log_at, LogLevel};
+use crate::sys::{self, Canceller, Ready};
+
+/// A listening TCP server.
+///
+/// [`Server::bind`] listens; [`Server::accept`] waits for the next client;
+/// [`Server::serve_chat`](crate::Server::serve_chat) and
+/// [`Server::serve_echo`](crate::Server::serve_echo) run the chat loop and
+/// the echo service on it. A `Server` is `Send + Sync`: share it (in an
+/// `Arc`) or take a [`ShutdownHandle`] to stop it from another thread.
+///
+/// Shutting down wakes a blocked `accept` at once (no polling, no waiting for
+/// a next client) and cancels the blocking calls of every connection this
+/// server accepted; after it, `accept` fails with [`Error::Cancelled`].
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    config: Arc<Config>,
+    local: SocketAddr,
+    shutdown: Canceller,
+}
+
+/// Stops a [`Server`] from any thread; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    cancel: Canceller,
+}
+
+impl ShutdownHandle {
+    /// Stop the server: a blocked or later `accept` fails with
+    /// [`Error::Cancelled`], serve loops return, and the blocking calls of the
+    /// server's connections are cancelled. Idempotent.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Whether the server has been shut down.
+    pub fn is_shut_down(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+impl Server {
+    /// Listen on `host`:`port` (port 0 picks a free port: read it back with
+    /// [`Server::local_addr`]). `host` is an IP literal or a name; the first
+    /// of its addresses that can be bound is used. Uses `SO_REUSEADDR` and
+    /// [`Config::backlog`].
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a bad configuration,
+    /// [`Error::Resolve`], [`Error::AddressInUse`], [`Error::Io`].
+    pub fn bind(host: &str, port: u16, config: Config) -> Result<Server> {
+        config.validate()?;
+        let addrs = resolve(host, port)?;
+        let mut last = None;
+        for addr in addrs {
+            match listen(addr, config.backlog) {
+                Ok(listener) => {
+                    let local = listener
+                        .local_addr()
+                        .map_err(|e| Error::io("reading the bound address", e))?;
+                    let shutdown =
+                        Canceller::new().map_err(|e| Error::io("creating the shutdown handle", e))?;
+                    log_at!(LogLevel::Info, "listening on {local}");
+                    return Ok(Server {
+                        listener,
+                        config: Arc::new(config),
+                        local,
+                        shutdown,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    last = Some(Error::AddressInUse { addr });
+                }
+                Err(e) => last = Some(Error::io(format!("listening on {addr}"), e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid("no address to listen on")))
+    }
+
+    /// The address the server listens on, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A handle that stops this server from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            cancel: self.shutdown.clone(),
+        }
+    }
+
+    /// Stop the server (see [`ShutdownHandle::shutdown`]). Idempotent.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Whether the server has been shut down.
+    pub fn is_shut_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Wait for the next client and return its connection, configured from
+    /// the server's [`Config`].
+    ///
+    /// Fails with [`Error::Cancelled`] once the server is shut down (also
+    /// when the shutdown happens while waiting), [`Error::Interrupted`] if a
+    /// signal handler ran while waiting, [`Error::Io`] on a system error (for
+    /// example out of file descriptors).
+    pub fn accept(&self) -> Result<Conn> {
+        self.accept_until(None)
+    }
+
+    /// Like [`Server::accept`], waiting at most `timeout`
+    /// ([`Error::Timeout`] when no client came).
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Conn> {
+        self.accept_until(sys::deadline(Some(timeout)))
+    }
+
+    fn accept_until(&self, deadline: Option<std::time::Instant>) -> Result<Conn> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(Error::Cancelled(format!("the server on {} was shut down", self.local)));
+            }
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    log_at!(LogLevel::Info, "accepted {peer}");
+                    return Conn::new(stream, self.config.clone(), Some(self.shutdown.clone()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match sys::wait(self.listener.as_raw_fd(), false, &[&self.shutdown], deadline) {
+                        Ok(Ready::Io) | Ok(Ready::Cancelled) => continue,
+                        Ok(Ready::TimedOut) => {
+                            return Err(Error::Timeout {
+                                op: format!("waiting for a client on {}", self.local),
+                                after: Duration::ZERO,
+                            })
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                            return Err(Error::Interrupted(format!(
+                                "waiting for a client on {}",
+                                self.local
+                            )))
+                        }
+                        Err(e) => return Err(Error::io("waiting for a client", e)),
+                    }
+                }
+                // A client that connected and reset before we accepted it.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(format!("accepting on {}", self.local), e)),
+            }
+        }
+    }
+
+    /// Wait up to `d` or until shutdown, whichever comes first (used to back
+    /// off after a resource error such as running out of descriptors).
+    pub(crate) fn pause(&self, d: Duration) {
+        let _ = sys::wait(self.shutdown.fd(), false, &[], sys::deadline(Some(d)));
+    }
+
+    pub(crate) fn shutdown_canceller(&self) -> &Canceller {
+        &self.shutdown
+    }
+}
+
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,219 @@
+//! The few operating-system calls std does not offer: waiting on a socket
+//! *and* a wake-up descriptor at once (`poll`), an `eventfd` to wake such a
+//! wait from another thread, and spawning library threads with signals
+//! blocked. This is the only module of the core with `unsafe` code; each
+//! block is a single libc call on descriptors this module owns or borrows.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// An `eventfd` that, once signalled, stays readable for ever: every current
+/// and future `poll` on it returns at once. Used for cancellation, which is
+/// sticky.
+#[derive(Debug)]
+struct WakeFd {
+    fd: OwnedFd,
+}
+
+impl WakeFd {
+    fn new() -> io::Result<WakeFd> {
+        // SAFETY: eventfd has no pointer arguments; a non-negative result is a
+        // new descriptor that we own from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor owned by nobody else.
+        Ok(WakeFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local to a descriptor we own. An
+        // error (counter overflow, impossible here) leaves it readable anyway.
+        unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CancelInner {
+    flag: AtomicBool,
+    wake: WakeFd,
+}
+
+/// A handle that stops blocking calls from another thread.
+///
+/// Cloning is cheap and every clone controls the same state. Cancellation is
+/// sticky: once [`Canceller::cancel`] has been called, every blocking call
+/// watching this canceller returns [`crate::Error::Cancelled`] at once, now
+/// and later. Safe to use from any thread, including while the owner is
+/// blocked.
+#[derive(Clone, Debug)]
+pub struct Canceller {
+    inner: Arc<CancelInner>,
+}
+
+impl Canceller {
+    /// A new, not yet cancelled, canceller. Costs one file descriptor.
+    pub fn new() -> io::Result<Canceller> {
+        Ok(Canceller {
+            inner: Arc::new(CancelInner {
+                flag: AtomicBool::new(false),
+                wake: WakeFd::new()?,
+            }),
+        })
+    }
+
+    /// Cancel: wake every blocked call that watches this canceller and make
+    /// all later ones fail at once. Calling it again does nothing more.
+    pub fn cancel(&self) {
+        if !self.inner.flag.swap(true, Ordering::SeqCst) {
+            self.inner.wake.signal();
+        }
+    }
+
+    /// Whether [`Canceller::cancel`] has been called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.flag.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.inner.wake.fd.as_raw_fd()
+    }
+}
+
+/// What a [`wait`] saw.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ready {
+    /// The descriptor is ready (or has an error or hang-up to report).
+    Io,
+    /// One of the cancellers fired.
+    Cancelled,
+    /// The timeout expired.
+    TimedOut,
+}
+
+/// Wait until `fd` is readable (or writable when `write`), one of `cancel`
+/// fires, or `deadline` passes. A signal handler running during the wait
+/// gives `Err(Interrupted)`.
+pub(crate) fn wait(
+    fd: RawFd,
+    write: bool,
+    cancel: &[&Canceller],
+    deadline: Option<Instant>,
+) -> io::Result<Ready> {
+    let mut fds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 4];
+    fds[0] = libc::pollfd {
+        fd,
+        events: if write { libc::POLLOUT } else { libc::POLLIN },
+        revents: 0,
+    };
+    let mut n = 1;
+    for c in cancel.iter().take(3) {
+        if c.is_cancelled() {
+            return Ok(Ready::Cancelled);
+        }
+        fds[n] = libc::pollfd {
+            fd: c.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        n += 1;
+    }
+    let timeout_ms: libc::c_int = match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Ready::TimedOut);
+            }
+            // Round up so we never wake a little early and spin.
+            let ms = left.as_micros().div_ceil(1000);
+            ms.min(i32::MAX as u128) as libc::c_int
+        }
+    };
+    // SAFETY: fds is a live local array and n <= its length.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if fds[1..n].iter().any(|p| p.revents != 0) {
+        return Ok(Ready::Cancelled);
+    }
+    if r == 0 {
+        // poll may wake a little before the deadline; the caller re-checks.
+        return Ok(if deadline.is_some_and(|d| Instant::now() >= d) {
+            Ready::TimedOut
+        } else {
+            Ready::Io
+        });
+    }
+    Ok(Ready::Io)
+}
+
+/// `Instant::now() + t`, or `None` for no timeout (or one too far to represent).
+pub(crate) fn deadline(t: Option<Duration>) -> Option<Instant> {
+    t.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Spawn a library thread with every blocking-able signal blocked, so that a
+/// signal meant for the program (Ctrl-C in Python, say) is delivered to the
+/// program's own threads and interrupts their waits, never ours.
+pub(crate) fn spawn_quiet<F, T>(name: String, f: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask only read
+    // and write the two live locals passed to them.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let r = std::thread::Builder::new().name(name).spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn cancel_wakes_a_blocked_wait_from_another_thread() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = Canceller::new().unwrap();
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || wait(l.as_raw_fd(), false, &[&c2], None).unwrap());
+        c.cancel();
+        assert_eq!(t.join().unwrap(), Ready::Cancelled);
+        assert!(c.is_cancelled());
+    }
+
+    #[test]
+    fn wait_times_out() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let d = deadline(Some(Duration::from_millis(20)));
+        assert_eq!(wait(l.as_raw_fd(), false, &[], d).unwrap(), Ready::TimedOut);
+    }
+}
