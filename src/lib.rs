@@ -43,6 +43,8 @@ pub mod log;
 pub mod session;
 
 mod client;
+/// The C API (`include/tcpchat.h`); not part of the Rust API.
+mod ffi;
 mod server;
 mod sys;
 

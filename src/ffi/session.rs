@@ -1,0 +1,148 @@
+//! The chat session and the server loop driven by C callbacks.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::net::SocketAddr;
+
+use crate::error::{Error, Result, Status};
+use crate::session::{ChatHandler, Role, SessionEnd};
+
+use super::boundary::arg_nonnull;
+use super::{tcpchat_role, TCPCHAT_ROLE_CLIENT, TCPCHAT_ROLE_SERVER};
+
+/// Supplies a chat session's outgoing messages and takes its incoming ones
+/// (the C face of the Rust `ChatHandler`).
+///
+/// Every callback gets `user_data` as its first argument, unchanged; it runs
+/// on the thread that called `tcpchat_conn_run_session()` or
+/// `tcpchat_server_serve_chat()`. A callback that returns non-zero ends the
+/// session (and the serve loop) with `TCPCHAT_STATUS_CALLBACK`; the library
+/// never aborts because of it.
+///
+/// The struct is read when the session starts; it need not outlive the call.
+#[repr(C)]
+pub struct tcpchat_chat_callbacks {
+    /// Passed to every callback.
+    pub user_data: *mut c_void,
+    /// Required. Supply the next message to send: set `*msg` and `*len` to
+    /// it and return 0. The bytes stay owned by the program and must remain
+    /// valid until the library next calls any callback or the session ends
+    /// (the library copies them before then). Set `*msg` to NULL (and return
+    /// 0) to end the session: the library sends the end word. Sending the end
+    /// word yourself also ends the session. Non-zero: fail the session.
+    pub next_message: Option<unsafe extern "C" fn(user_data: *mut c_void, msg: *mut *const u8, len: *mut usize) -> c_int>,
+    /// Required. A message received from the peer (never the end word, which
+    /// ends the session instead). `msg` is owned by the library and valid
+    /// only during the call. Return 0 to go on, non-zero to fail the session.
+    pub on_message: Option<unsafe extern "C" fn(user_data: *mut c_void, msg: *const u8, len: usize) -> c_int>,
+    /// Optional (may be NULL); used by `tcpchat_server_serve_chat()` only. A
+    /// client connected: `peer` is its address as a NUL-terminated string,
+    /// valid only during the call. Non-zero ends the serve loop.
+    pub on_connect: Option<unsafe extern "C" fn(user_data: *mut c_void, peer: *const c_char) -> c_int>,
+    /// Optional (may be NULL); used by `tcpchat_server_serve_chat()` only. A
+    /// client's session is over and its connection closed. `status` is
+    /// `TCPCHAT_STATUS_OK` when the session ended normally, with `end` saying
+    /// how; otherwise the session failed with that status (and `end` is
+    /// meaningless) and `tcpchat_last_error_message()` describes it. `peer`
+    /// is valid only during the call.
+    pub on_end: Option<
+        unsafe extern "C" fn(user_data: *mut c_void, peer: *const c_char, status: Status, end: SessionEnd),
+    >,
+}
+
+pub(crate) fn role_from_c(role: tcpchat_role) -> Result<Role> {
+    match role {
+        TCPCHAT_ROLE_SERVER => Ok(Role::Server),
+        TCPCHAT_ROLE_CLIENT => Ok(Role::Client),
+        other => Err(Error::invalid(format!("unknown role {other}"))),
+    }
+}
+
+type NextFn = unsafe extern "C" fn(*mut c_void, *mut *const u8, *mut usize) -> c_int;
+type MessageFn = unsafe extern "C" fn(*mut c_void, *const u8, usize) -> c_int;
+
+/// A `ChatHandler` calling the C callbacks.
+pub(crate) struct CallbackHandler {
+    user_data: *mut c_void,
+    next: NextFn,
+    on_message: MessageFn,
+    on_connect: Option<unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int>,
+    on_end: Option<unsafe extern "C" fn(*mut c_void, *const c_char, Status, SessionEnd)>,
+}
+
+impl CallbackHandler {
+    /// Read and check the callbacks.
+    ///
+    /// # Safety
+    /// `cb` must be NULL or point to a readable `tcpchat_chat_callbacks`.
+    pub(crate) unsafe fn new(cb: *const tcpchat_chat_callbacks) -> Result<CallbackHandler> {
+        arg_nonnull(cb, "callbacks")?;
+        let cb = &*cb;
+        Ok(CallbackHandler {
+            user_data: cb.user_data,
+            next: cb
+                .next_message
+                .ok_or_else(|| Error::invalid("callbacks->next_message must not be NULL"))?,
+            on_message: cb
+                .on_message
+                .ok_or_else(|| Error::invalid("callbacks->on_message must not be NULL"))?,
+            on_connect: cb.on_connect,
+            on_end: cb.on_end,
+        })
+    }
+}
+
+fn peer_cstring(peer: SocketAddr) -> CString {
+    CString::new(peer.to_string()).unwrap_or_default()
+}
+
+impl ChatHandler for CallbackHandler {
+    fn next_message(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut msg: *const u8 = std::ptr::null();
+        let mut len: usize = 0;
+        // SAFETY: the program supplied the callback and user data for this.
+        let rc = unsafe { (self.next)(self.user_data, &mut msg, &mut len) };
+        if rc != 0 {
+            return Err(Error::Callback(format!("next_message returned {rc}")));
+        }
+        if msg.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: the callback promised `len` readable bytes at `msg`.
+        let bytes = unsafe { super::boundary::arg_bytes(msg, len, "next_message's message")? };
+        Ok(Some(bytes.to_vec()))
+    }
+
+    fn on_message(&mut self, msg: &[u8]) -> Result<()> {
+        // SAFETY: as above; msg is valid for the call.
+        let rc = unsafe { (self.on_message)(self.user_data, msg.as_ptr(), msg.len()) };
+        if rc != 0 {
+            return Err(Error::Callback(format!("on_message returned {rc}")));
+        }
+        Ok(())
+    }
+
+    fn on_connect(&mut self, peer: SocketAddr) -> Result<()> {
+        if let Some(f) = self.on_connect {
+            let p = peer_cstring(peer);
+            // SAFETY: as above.
+            let rc = unsafe { f(self.user_data, p.as_ptr()) };
+            if rc != 0 {
+                return Err(Error::Callback(format!("on_connect returned {rc}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_end(&mut self, peer: SocketAddr, outcome: &Result<SessionEnd>) -> Result<()> {
+        if let Some(f) = self.on_end {
+            let p = peer_cstring(peer);
+            let (status, end) = match outcome {
+                Ok(end) => (Status::Ok, *end),
+                Err(e) => (super::boundary::set_last_error(e), SessionEnd::PeerClosed),
+            };
+            // SAFETY: as above.
+            unsafe { f(self.user_data, p.as_ptr(), status, end) };
+        }
+        Ok(())
+    }
+}
