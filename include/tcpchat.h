@@ -314,11 +314,6 @@ typedef struct {
 } tcpchat_echo_stats;
 
 /**
- * Every status, in numeric order.
- */
-#define tcpchat_status_ALL { tcpchat_status_Ok, tcpchat_status_InvalidArgument, tcpchat_status_Io, tcpchat_status_Timeout, tcpchat_status_Closed, tcpchat_status_MessageTooLarge, tcpchat_status_Protocol, tcpchat_status_AddressInUse, tcpchat_status_ConnectionRefused, tcpchat_status_Resolve, tcpchat_status_Cancelled, tcpchat_status_Interrupted, tcpchat_status_BufferTooSmall, tcpchat_status_Callback, tcpchat_status_ServerFull, tcpchat_status_ConnectionReset, tcpchat_status_Internal, }
-
-/**
  * `raw`: a send writes the bytes as they are; a receive returns what one
  * read returns, up to the raw buffer size (default 1024). No boundaries.
  */

@@ -58,5 +58,11 @@ pub use server::{Server, ShutdownHandle};
 pub use session::{handler, run_session, ChatHandler, Role, SessionEnd};
 pub use sys::Canceller;
 
+// Compile the Rust code blocks of README.md as doc tests, so the README
+// cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The library's version, from Cargo.toml (for example `"0.1.0"`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
