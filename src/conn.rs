@@ -472,7 +472,11 @@ impl Conn {
                 Ok(0) => return,
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match sys::wait(self.stream.as_raw_fd(), false, &[], deadline) {
+                    // A cancel or server shutdown during the wait ends it too,
+                    // so stopping a service never waits out a close timeout.
+                    let mut cancels: Vec<&Canceller> = vec![&self.cancel];
+                    cancels.extend(self.shutdown.as_ref());
+                    match sys::wait(self.stream.as_raw_fd(), false, &cancels, deadline) {
                         Ok(Ready::Io) => continue,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         _ => return,

@@ -1,0 +1,34 @@
+//! The tutorial's chat server: wait for a client, send it the first line
+//! typed on stdin, print its reply as `client: MSG`, and take turns until one
+//! side sends BYE (or stdin ends, which sends BYE). Then serve the next
+//! client, unless `--once`.
+//!
+//!     cargo run --example chat_server -- --port 8080
+//!     cargo run --example chat_client -- --port 8080     # in another terminal
+
+mod common;
+
+use tcpchat::log::{set_logger, stderr_logger};
+use tcpchat::{Config, LogLevel, Server};
+
+const USAGE: &str =
+    "usage: chat_server [--host HOST] [--port PORT] [--framing raw|line|frame] [--once]
+  --host HOST      address to listen on (default 127.0.0.1)
+  --port PORT      port to listen on; 0 picks a free one (default 8080)
+  --framing F      wire format: raw, line or frame (default line)
+  --once           exit after the first client instead of waiting for the next";
+
+fn main() {
+    let flags = common::parse_flags(USAGE, &["--host", "--port", "--framing", "--once"]);
+    let config = Config::default().with_framing(flags.framing);
+    let server = Server::bind(&flags.host, flags.port, config)
+        .unwrap_or_else(|e| common::die("chat_server", e));
+    // The first line on stderr, with the real port: scripts and tests read it.
+    eprintln!("listening on {}", server.local_addr());
+    set_logger(LogLevel::Info, Some(stderr_logger()));
+
+    let mut terminal = common::Stdio::new("client", "server> ");
+    if let Err(e) = server.serve_chat(&mut terminal, flags.once) {
+        common::die("chat_server", e);
+    }
+}

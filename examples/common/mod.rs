@@ -1,0 +1,125 @@
+//! What the example programs share: a tiny flag parser and a chat handler
+//! that talks to the terminal. Each example uses only some of it.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::process::exit;
+
+use tcpchat::{ChatHandler, Framing, Result};
+
+/// The flags of the example programs, with their defaults.
+pub struct Flags {
+    pub host: String,
+    pub port: u16,
+    pub framing: Framing,
+    pub once: bool,
+    pub max_clients: Option<usize>,
+}
+
+/// Parse the command line, accepting only the flags named in `allowed` (as
+/// `--flag value` or `--flag=value`). `--help` prints `usage` and exits 0; a
+/// bad flag prints the problem and `usage` to stderr and exits 2.
+pub fn parse_flags(usage: &str, allowed: &[&str]) -> Flags {
+    let mut flags = Flags {
+        host: "127.0.0.1".to_string(),
+        port: 8080,
+        framing: Framing::Line,
+        once: false,
+        max_clients: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            println!("{usage}");
+            exit(0);
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        if !allowed.contains(&name.as_str()) {
+            bad_usage(usage, &format!("unknown flag {arg:?}"));
+        }
+        if name == "--once" {
+            if inline.is_some() {
+                bad_usage(usage, "--once takes no value");
+            }
+            flags.once = true;
+            continue;
+        }
+        let Some(value) = inline.or_else(|| args.next()) else {
+            bad_usage(usage, &format!("{name} needs a value"));
+        };
+        let bad = |what: &str| -> ! { bad_usage(usage, &format!("{name}: {what} {value:?}")) };
+        match name.as_str() {
+            "--host" => flags.host = value.clone(),
+            "--port" => flags.port = value.parse().unwrap_or_else(|_| bad("bad port")),
+            "--framing" => {
+                flags.framing = value
+                    .parse()
+                    .unwrap_or_else(|_| bad("expected raw, line or frame, got"))
+            }
+            "--max-clients" => match value.parse::<usize>() {
+                Ok(n) if n > 0 => flags.max_clients = Some(n),
+                _ => bad("expected a positive number, got"),
+            },
+            _ => unreachable!("flag {name} is allowed but not handled"),
+        }
+    }
+    flags
+}
+
+fn bad_usage(usage: &str, problem: &str) -> ! {
+    eprintln!("error: {problem}\n{usage}");
+    exit(2);
+}
+
+/// A chat handler for a terminal (or a pipe): each message to send is the next
+/// line of stdin (stdin's end says BYE); each received one is printed on
+/// stdout as `PEER: MSG`. The prompt goes to stderr, and only when stdin is a
+/// terminal.
+pub struct Stdio {
+    peer: &'static str,
+    prompt: Option<&'static str>,
+}
+
+impl Stdio {
+    pub fn new(peer: &'static str, prompt: &'static str) -> Stdio {
+        let prompt = io::stdin().is_terminal().then_some(prompt);
+        Stdio { peer, prompt }
+    }
+}
+
+impl ChatHandler for Stdio {
+    fn next_message(&mut self) -> Result<Option<Vec<u8>>> {
+        if let Some(prompt) = self.prompt {
+            eprint!("{prompt}");
+        }
+        let mut line = String::new();
+        match io::stdin().lock().read_line(&mut line) {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                let text = line.strip_suffix('\n').unwrap_or(&line);
+                let text = text.strip_suffix('\r').unwrap_or(text);
+                Ok(Some(text.as_bytes().to_vec()))
+            }
+            Err(e) => Err(tcpchat::Error::Callback(format!("reading stdin: {e}"))),
+        }
+    }
+
+    fn on_message(&mut self, msg: &[u8]) -> Result<()> {
+        // A raw peer such as nc sends its newline too: do not print it twice.
+        let msg = msg.strip_suffix(b"\n").unwrap_or(msg);
+        let msg = msg.strip_suffix(b"\r").unwrap_or(msg);
+        let mut out = io::stdout().lock();
+        writeln!(out, "{}: {}", self.peer, String::from_utf8_lossy(msg))
+            .and_then(|()| out.flush())
+            .map_err(|e| tcpchat::Error::Callback(format!("writing stdout: {e}")))
+    }
+}
+
+/// Print a fatal error to stderr and exit 1.
+pub fn die(program: &str, e: tcpchat::Error) -> ! {
+    eprintln!("{program}: {e}");
+    exit(1);
+}

@@ -1,0 +1,70 @@
+//! An echo server for many clients at once: every message a client sends
+//! comes back to it unchanged. Ctrl-C (SIGINT) or SIGTERM stops it cleanly.
+//!
+//!     cargo run --example echo_server -- --port 9000 --max-clients 100
+//!     nc 127.0.0.1 9000
+
+mod common;
+
+use tcpchat::log::{set_logger, stderr_logger};
+use tcpchat::{Config, LogLevel, Server};
+
+const USAGE: &str =
+    "usage: echo_server [--host HOST] [--port PORT] [--framing raw|line|frame] [--max-clients N]
+  --host HOST        address to listen on (default 127.0.0.1)
+  --port PORT        port to listen on; 0 picks a free one (default 8080)
+  --framing F        wire format: raw, line or frame (default line)
+  --max-clients N    clients served at once; one more is told the server is full (default 1024)";
+
+fn main() {
+    let flags = common::parse_flags(USAGE, &["--host", "--port", "--framing", "--max-clients"]);
+
+    // Block SIGINT and SIGTERM in this thread before any other starts, so
+    // every thread inherits the mask and the signals wait for sigwait below
+    // instead of killing the process.
+    let signals = block_stop_signals();
+
+    let mut config = Config::default().with_framing(flags.framing);
+    if let Some(n) = flags.max_clients {
+        config = config.with_max_clients(n);
+    }
+    let server = Server::bind(&flags.host, flags.port, config)
+        .unwrap_or_else(|e| common::die("echo_server", e));
+    eprintln!("listening on {}", server.local_addr());
+    set_logger(LogLevel::Info, Some(stderr_logger()));
+
+    let stop = server.shutdown_handle();
+    std::thread::spawn(move || {
+        let signal = wait_for(&signals);
+        eprintln!("echo_server: got signal {signal}, stopping");
+        stop.shutdown();
+    });
+
+    match server.serve_echo() {
+        Ok(stats) => eprintln!(
+            "echo_server: stopped; served {} clients, refused {}, echoed {} messages, {} client errors",
+            stats.clients, stats.refused, stats.messages, stats.errors
+        ),
+        Err(e) => common::die("echo_server", e),
+    }
+}
+
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset; the calls
+    // only read and write this local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for(signals: &libc::sigset_t) -> libc::c_int {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: both pointers are to live values; sigwait only writes `signal`.
+    unsafe { libc::sigwait(signals, &mut signal) };
+    signal
+}
