@@ -279,6 +279,12 @@ impl Conn {
                 self.decoder.shrink_if_empty();
                 return Ok(None);
             }
+            if self.decoder.source_drained() {
+                // The last read emptied the socket: wait for readiness first
+                // instead of a read that would fail with EAGAIN (one system
+                // call fewer per message on request/response traffic).
+                self.wait(false, deadline, "waiting for a message")?;
+            }
             match self.decoder.read_from(&mut self.stream) {
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

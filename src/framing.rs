@@ -62,6 +62,9 @@ pub struct Decoder {
     /// Line framing: bytes after `start` already searched for `\n`.
     scanned: usize,
     eof: bool,
+    /// The last read returned less than it asked for: the socket was
+    /// drained, so the next read would most likely find nothing.
+    drained: bool,
 }
 
 impl Decoder {
@@ -77,6 +80,7 @@ impl Decoder {
             end: 0,
             scanned: 0,
             eof: false,
+            drained: false,
         }
     }
 
@@ -93,6 +97,14 @@ impl Decoder {
     /// Whether [`Decoder::set_eof`] was called.
     pub fn is_eof(&self) -> bool {
         self.eof
+    }
+
+    /// Whether the last [`Decoder::read_from`] returned less than it asked
+    /// for (or would have blocked): the source was drained then, so a
+    /// non-blocking reader should wait for readiness before reading again
+    /// rather than try a read that would most likely fail.
+    pub fn source_drained(&self) -> bool {
+        self.drained
     }
 
     /// Mark the end of the stream: no more bytes will come.
@@ -133,7 +145,16 @@ impl Decoder {
             Framing::Raw => (self.end + self.raw_chunk).min(self.buf.len()),
             _ => self.buf.len(),
         };
-        let n = reader.read(&mut self.buf[self.end..limit])?;
+        let n = match reader.read(&mut self.buf[self.end..limit]) {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.drained = true;
+                }
+                return Err(e);
+            }
+        };
+        self.drained = n < limit - self.end;
         if n == 0 {
             self.eof = true;
         }
