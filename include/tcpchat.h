@@ -179,6 +179,11 @@ typedef struct tcpchat_config tcpchat_config;
  * thread is still inside a call on it is safe (the connection lives until
  * that call returns), but the handle must not be used after it is freed.
  *
+ * Callbacks: a callback of `tcpchat_conn_run_session()` must not call the
+ * other `tcpchat_conn_*` functions on the connection whose session is
+ * running (only `tcpchat_conn_cancel()` and `tcpchat_conn_free()`); such a
+ * call is refused with `TCPCHAT_STATUS_INVALID_ARGUMENT`.
+ *
  * Methods: `tcpchat_conn_connect`, `tcpchat_conn_send`,
  * `tcpchat_conn_send_many`, `tcpchat_conn_send_packed`,
  * `tcpchat_conn_queue`, `tcpchat_conn_flush`, `tcpchat_conn_recv`,
@@ -435,8 +440,9 @@ void tcpchat_config_free(tcpchat_config *config);
 tcpchat_status tcpchat_config_set_framing(tcpchat_config *config, tcpchat_framing framing);
 
 /**
- * Set the largest message accepted or sent, in bytes (1 to 4294967295;
- * default 1 MiB). A longer incoming line or frame closes its connection with
+ * Set the largest message accepted or sent, in bytes (1 to 4294967295, and
+ * not less than the end word's length; default 1 MiB). A longer incoming
+ * line or frame closes its connection with
  * `TCPCHAT_STATUS_MESSAGE_TOO_LARGE` before it is buffered.
  */
 tcpchat_status tcpchat_config_set_max_message_size(tcpchat_config *config, size_t bytes);
@@ -623,9 +629,10 @@ tcpchat_status tcpchat_conn_local_addr(tcpchat_conn *conn, char *buf, size_t len
 /**
  * Cancel the connection's blocking calls, from any thread: a call blocked
  * in a receive or send returns `TCPCHAT_STATUS_CANCELLED` at once, and so
- * does every later blocking call on this connection (cancellation is
- * sticky; close and free it next). Safe to call at any time, any number of
- * times.
+ * does every later call on this connection that has to wait (cancellation
+ * is sticky; close and free it next). A later call that need not wait (a
+ * message already received, a send the kernel takes at once) still
+ * succeeds. Safe to call at any time, any number of times.
  */
 tcpchat_status tcpchat_conn_cancel(tcpchat_conn *conn);
 
@@ -643,8 +650,10 @@ tcpchat_status tcpchat_conn_shutdown_write(tcpchat_conn *conn);
  *
  * `callbacks` is borrowed for the call; its `next_message` and `on_message`
  * must not be NULL (`on_connect` and `on_end` are not used here). The
- * callbacks run on the calling thread. How the session ended is written to
- * `*out_end` (if not NULL) on success.
+ * callbacks run on the calling thread; they must not call `tcpchat_conn_*`
+ * functions on `conn` other than `tcpchat_conn_cancel()` and
+ * `tcpchat_conn_free()` (`TCPCHAT_STATUS_INVALID_ARGUMENT`). How the
+ * session ended is written to `*out_end` (if not NULL) on success.
  *
  * Errors: those of send and receive, and `TCPCHAT_STATUS_CALLBACK` when a
  * callback returned non-zero.

@@ -100,8 +100,9 @@ pub unsafe extern "C" fn tcpchat_config_set_framing(config: *mut tcpchat_config,
     })
 }
 
-/// Set the largest message accepted or sent, in bytes (1 to 4294967295;
-/// default 1 MiB). A longer incoming line or frame closes its connection with
+/// Set the largest message accepted or sent, in bytes (1 to 4294967295, and
+/// not less than the end word's length; default 1 MiB). A longer incoming
+/// line or frame closes its connection with
 /// `TCPCHAT_STATUS_MESSAGE_TOO_LARGE` before it is buffered.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_config_set_max_message_size(config: *mut tcpchat_config, bytes: usize) -> Status {

@@ -1,6 +1,7 @@
 //! `tcpchat_conn`: one framed connection.
 
 use std::ffi::c_char;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,6 +30,11 @@ use super::tcpchat_role;
 /// thread is still inside a call on it is safe (the connection lives until
 /// that call returns), but the handle must not be used after it is freed.
 ///
+/// Callbacks: a callback of `tcpchat_conn_run_session()` must not call the
+/// other `tcpchat_conn_*` functions on the connection whose session is
+/// running (only `tcpchat_conn_cancel()` and `tcpchat_conn_free()`); such a
+/// call is refused with `TCPCHAT_STATUS_INVALID_ARGUMENT`.
+///
 /// Methods: `tcpchat_conn_connect`, `tcpchat_conn_send`,
 /// `tcpchat_conn_send_many`, `tcpchat_conn_send_packed`,
 /// `tcpchat_conn_queue`, `tcpchat_conn_flush`, `tcpchat_conn_recv`,
@@ -41,6 +47,10 @@ pub struct tcpchat_conn {
     cancel: Canceller,
     /// `None` once closed with `tcpchat_conn_close`.
     conn: Mutex<Option<Conn>>,
+    /// The thread holding `conn`'s lock ([`this_thread`]; 0 = none), so that a
+    /// call from inside a session callback on the same connection is refused
+    /// instead of deadlocking on the lock its own thread holds.
+    holder: AtomicUsize,
 }
 
 impl tcpchat_conn {
@@ -48,7 +58,45 @@ impl tcpchat_conn {
         arc_into_c(tcpchat_conn {
             cancel: conn.canceller(),
             conn: Mutex::new(Some(conn)),
+            holder: AtomicUsize::new(0),
         })
+    }
+
+    /// Lock the connection; refused when the calling thread already holds
+    /// the lock (a callback calling back into its own connection).
+    fn lock(&self) -> Result<Locked<'_>> {
+        let me = this_thread();
+        if self.holder.load(Ordering::Acquire) == me {
+            return Err(Error::invalid(
+                "a tcpchat_conn_* function was called on a connection from a callback of a call \
+                 still running on that connection; return from the callback first",
+            ));
+        }
+        let guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        self.holder.store(me, Ordering::Release);
+        Ok(Locked { holder: &self.holder, guard })
+    }
+}
+
+thread_local! {
+    static THREAD_TOKEN: u8 = const { 0 };
+}
+
+/// A non-zero number unique to the calling thread among running threads.
+fn this_thread() -> usize {
+    THREAD_TOKEN.with(|t| t as *const u8 as usize)
+}
+
+/// A locked connection; forgets its holder before unlocking.
+struct Locked<'a> {
+    holder: &'a AtomicUsize,
+    guard: MutexGuard<'a, Option<Conn>>,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Runs before `guard` unlocks: only the holder ever stores non-zero.
+        self.holder.store(0, Ordering::Release);
     }
 }
 
@@ -58,8 +106,8 @@ impl tcpchat_conn {
 /// `p` must be NULL or a live connection handle.
 unsafe fn with_conn<T>(p: *const tcpchat_conn, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
     let handle: Arc<tcpchat_conn> = arc_from_c(p, "conn")?;
-    let mut guard: MutexGuard<'_, Option<Conn>> = handle.conn.lock().unwrap_or_else(|e| e.into_inner());
-    match guard.as_mut() {
+    let mut locked = handle.lock()?;
+    match locked.guard.as_mut() {
         Some(conn) => f(conn),
         None => Err(Error::Closed("the connection was closed with tcpchat_conn_close".into())),
     }
@@ -346,9 +394,10 @@ pub unsafe extern "C" fn tcpchat_conn_local_addr(
 
 /// Cancel the connection's blocking calls, from any thread: a call blocked
 /// in a receive or send returns `TCPCHAT_STATUS_CANCELLED` at once, and so
-/// does every later blocking call on this connection (cancellation is
-/// sticky; close and free it next). Safe to call at any time, any number of
-/// times.
+/// does every later call on this connection that has to wait (cancellation
+/// is sticky; close and free it next). A later call that need not wait (a
+/// message already received, a send the kernel takes at once) still
+/// succeeds. Safe to call at any time, any number of times.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_cancel(conn: *mut tcpchat_conn) -> Status {
     guard(|| {
@@ -372,8 +421,10 @@ pub unsafe extern "C" fn tcpchat_conn_shutdown_write(conn: *mut tcpchat_conn) ->
 ///
 /// `callbacks` is borrowed for the call; its `next_message` and `on_message`
 /// must not be NULL (`on_connect` and `on_end` are not used here). The
-/// callbacks run on the calling thread. How the session ended is written to
-/// `*out_end` (if not NULL) on success.
+/// callbacks run on the calling thread; they must not call `tcpchat_conn_*`
+/// functions on `conn` other than `tcpchat_conn_cancel()` and
+/// `tcpchat_conn_free()` (`TCPCHAT_STATUS_INVALID_ARGUMENT`). How the
+/// session ended is written to `*out_end` (if not NULL) on success.
 ///
 /// Errors: those of send and receive, and `TCPCHAT_STATUS_CALLBACK` when a
 /// callback returned non-zero.
@@ -403,7 +454,7 @@ pub unsafe extern "C" fn tcpchat_conn_run_session(
 pub unsafe extern "C" fn tcpchat_conn_close(conn: *mut tcpchat_conn) -> Status {
     guard(|| {
         let handle = arc_from_c(conn, "conn")?;
-        let taken = handle.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let taken = handle.lock()?.guard.take();
         match taken {
             Some(c) => c.close(),
             None => Ok(()),

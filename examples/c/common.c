@@ -1,0 +1,168 @@
+/* See common.h. */
+#define _POSIX_C_SOURCE 200809L /* getline, isatty */
+
+#include "common.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static void bad_usage(const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s\n", usage);
+    exit(2);
+}
+
+/* A decimal number from 0 to max, the whole string. */
+static bool parse_number(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    if (!isdigit((unsigned char)s[0]))
+        return false;
+    unsigned long n = strtoul(s, &end, 10);
+    if (*end != '\0' || n > max)
+        return false;
+    *out = n;
+    return true;
+}
+
+struct flags parse_flags(int argc, char **argv, const char *usage, unsigned optional)
+{
+    struct flags f = {"127.0.0.1", 8080, TCPCHAT_FRAMING_LINE, false, 0};
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            puts(usage);
+            exit(0);
+        }
+        /* Split `--name=value`. */
+        const char *eq = strchr(arg, '=');
+        size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+        const char *value = eq ? eq + 1 : NULL;
+#define IS(flag) (n == strlen(flag) && strncmp(arg, flag, n) == 0)
+        if (IS("--once") && (optional & FLAG_ONCE)) {
+            if (value)
+                bad_usage(usage, "--once takes no value");
+            f.once = true;
+            continue;
+        }
+        if (!IS("--host") && !IS("--port") && !IS("--framing") &&
+            !(IS("--max-clients") && (optional & FLAG_MAX_CLIENTS)))
+            bad_usage(usage, "unknown flag \"%s\"", arg);
+        if (!value) {
+            if (i + 1 >= argc)
+                bad_usage(usage, "%.*s needs a value", (int)n, arg);
+            value = argv[++i];
+        }
+        unsigned long num;
+        if (IS("--host")) {
+            f.host = value;
+        } else if (IS("--port")) {
+            if (!parse_number(value, 65535, &num))
+                bad_usage(usage, "--port: bad port \"%s\"", value);
+            f.port = (int)num;
+        } else if (IS("--framing")) {
+            if (strcmp(value, "raw") == 0)
+                f.framing = TCPCHAT_FRAMING_RAW;
+            else if (strcmp(value, "line") == 0)
+                f.framing = TCPCHAT_FRAMING_LINE;
+            else if (strcmp(value, "frame") == 0)
+                f.framing = TCPCHAT_FRAMING_FRAME;
+            else
+                bad_usage(usage, "--framing: expected raw, line or frame, got \"%s\"", value);
+        } else { /* --max-clients */
+            if (!parse_number(value, (unsigned long)-1, &num) || num == 0)
+                bad_usage(usage, "--max-clients: expected a positive number, got \"%s\"", value);
+            f.max_clients = (size_t)num;
+        }
+#undef IS
+    }
+    return f;
+}
+
+void log_to_stderr(void *user_data, tcpchat_log_level level, const char *message)
+{
+    static const char *const names[] = {"off", "error", "warn", "info", "debug"};
+    (void)user_data;
+    fprintf(stderr, "tcpchat: %s: %s\n", level <= TCPCHAT_LOG_DEBUG ? names[level] : "?", message);
+}
+
+void die(const char *program)
+{
+    fprintf(stderr, "%s: %s\n", program, tcpchat_last_error_message());
+    exit(1);
+}
+
+/* next_message: the next line of stdin, without its line ending. */
+static int next_line(void *user_data, const uint8_t **msg, size_t *len)
+{
+    struct stdio_chat *chat = user_data;
+    if (chat->prompt) {
+        fputs(chat->prompt, stderr);
+        fflush(stderr);
+    }
+    ssize_t n = getline(&chat->line, &chat->cap, stdin);
+    if (n < 0) {
+        if (ferror(stdin)) {
+            perror("reading stdin");
+            return -1; /* fails the session with TCPCHAT_STATUS_CALLBACK */
+        }
+        *msg = NULL; /* end of input: the library sends BYE */
+        return 0;
+    }
+    if (n > 0 && chat->line[n - 1] == '\n')
+        n--;
+    if (n > 0 && chat->line[n - 1] == '\r')
+        n--;
+    /* The line stays ours; the library copies it before calling us again. */
+    *msg = (const uint8_t *)chat->line;
+    *len = (size_t)n;
+    return 0;
+}
+
+/* on_message: print `PEER: MSG`. `msg` is the library's, valid during the call. */
+static int print_message(void *user_data, const uint8_t *msg, size_t len)
+{
+    struct stdio_chat *chat = user_data;
+    /* A raw peer such as nc sends its newline too: do not print it twice. */
+    if (len > 0 && msg[len - 1] == '\n')
+        len--;
+    if (len > 0 && msg[len - 1] == '\r')
+        len--;
+    printf("%s: ", chat->peer);
+    fwrite(msg, 1, len, stdout);
+    putchar('\n');
+    return fflush(stdout) == 0 ? 0 : -1;
+}
+
+void stdio_chat_init(struct stdio_chat *chat, const char *peer, const char *prompt)
+{
+    chat->peer = peer;
+    chat->prompt = isatty(STDIN_FILENO) ? prompt : NULL;
+    chat->line = NULL;
+    chat->cap = 0;
+}
+
+tcpchat_chat_callbacks stdio_chat_callbacks(struct stdio_chat *chat)
+{
+    tcpchat_chat_callbacks cb = {0};
+    cb.user_data = chat;
+    cb.next_message = next_line;
+    cb.on_message = print_message;
+    return cb;
+}
+
+void stdio_chat_free(struct stdio_chat *chat)
+{
+    free(chat->line);
+    chat->line = NULL;
+}

@@ -1,0 +1,55 @@
+/*
+ * What the C example programs share: a tiny flag parser, the log callback
+ * and the chat callbacks that talk to the terminal (stdin and stdout).
+ * Each example uses only part of it.
+ */
+#ifndef TCPCHAT_EXAMPLES_COMMON_H
+#define TCPCHAT_EXAMPLES_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <tcpchat.h>
+
+/* The flags of the example programs, with their defaults. */
+struct flags {
+    const char *host;        /* --host (127.0.0.1) */
+    int port;                /* --port (8080; 0 = any free port) */
+    tcpchat_framing framing; /* --framing raw|line|frame (line) */
+    bool once;               /* --once */
+    size_t max_clients;      /* --max-clients (0 = the library's default) */
+};
+
+/* The optional flags a program accepts besides --host, --port, --framing. */
+enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2 };
+
+/*
+ * Parse argv (`--flag value` or `--flag=value`). `--help` prints `usage` on
+ * stdout and exits 0; a bad flag prints the problem and `usage` on stderr
+ * and exits 2.
+ */
+struct flags parse_flags(int argc, char **argv, const char *usage, unsigned optional);
+
+/* A tcpchat_log_callback writing `tcpchat: LEVEL: MESSAGE` lines to stderr. */
+void log_to_stderr(void *user_data, tcpchat_log_level level, const char *message);
+
+/* Print `PROGRAM: <the calling thread's last tcpchat error>` and exit 1. */
+void die(const char *program);
+
+/*
+ * Chat callbacks for a terminal or a pipe: each message to send is the next
+ * line of stdin (its end says BYE); each received one is printed on stdout
+ * as `PEER: MSG`. The prompt goes to stderr, only when stdin is a terminal.
+ * Fill one with stdio_chat_init() and pass stdio_chat_callbacks() of it.
+ */
+struct stdio_chat {
+    const char *peer;   /* "client" or "server" */
+    const char *prompt; /* NULL when stdin is not a terminal */
+    char *line;         /* the last line read (getline's buffer) */
+    size_t cap;
+};
+void stdio_chat_init(struct stdio_chat *chat, const char *peer, const char *prompt);
+tcpchat_chat_callbacks stdio_chat_callbacks(struct stdio_chat *chat);
+void stdio_chat_free(struct stdio_chat *chat);
+
+#endif /* TCPCHAT_EXAMPLES_COMMON_H */
