@@ -160,7 +160,9 @@ typedef enum {
  * `tcpchat_config_set_read_timeout_ms`, `tcpchat_config_set_write_timeout_ms`,
  * `tcpchat_config_set_idle_timeout_ms`, `tcpchat_config_set_close_timeout_ms`,
  * `tcpchat_config_set_nodelay`, `tcpchat_config_set_raw_buffer_size`,
- * `tcpchat_config_set_backlog`, `tcpchat_config_set_max_clients`.
+ * `tcpchat_config_set_backlog`, `tcpchat_config_set_max_clients`,
+ * `tcpchat_config_set_allow`, `tcpchat_config_set_deny`,
+ * `tcpchat_config_set_max_per_address`.
  */
 typedef struct tcpchat_config tcpchat_config;
 
@@ -503,6 +505,33 @@ tcpchat_status tcpchat_config_set_backlog(tcpchat_config *config, uint32_t backl
  * One more is sent a "server full" message and closed.
  */
 tcpchat_status tcpchat_config_set_max_clients(tcpchat_config *config, size_t clients);
+
+/**
+ * Accept only peers in these ranges: `ranges` is a NUL-terminated list of
+ * IPv4/IPv6 addresses and CIDR ranges separated by commas or spaces, such
+ * as `"127.0.0.0/8, ::1, 10.1.0.0/16"` (borrowed for the call). An empty
+ * string (the default) allows everyone not denied. Refused, with the config
+ * unchanged, when an entry does not parse (the message names it).
+ *
+ * Servers, the echo service and the room apply the lists the moment a
+ * client is accepted: a refused peer is closed at once without a byte of
+ * protocol. Deny wins over allow.
+ */
+tcpchat_status tcpchat_config_set_allow(tcpchat_config *config, const char *ranges);
+
+/**
+ * Refuse peers in these ranges, whatever the allow list says. Same format
+ * as `tcpchat_config_set_allow()`; an empty string (the default) denies
+ * nobody.
+ */
+tcpchat_status tcpchat_config_set_deny(tcpchat_config *config, const char *ranges);
+
+/**
+ * Set how many connections one address may have open to a server at once
+ * (0 = no limit, the default). One more from that address is closed at
+ * once.
+ */
+tcpchat_status tcpchat_config_set_max_per_address(tcpchat_config *config, size_t connections);
 
 /**
  * Connect to `host`:`port` and return the new connection in `*out_conn`.

@@ -3,6 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::access::IpNet;
 use crate::error::{Error, Result};
 
 /// The default maximum message size: 1 MiB.
@@ -127,6 +128,14 @@ pub struct Config {
     /// The largest number of clients a service serves at once; one more is
     /// told the server is full and closed. Default: 1024.
     pub max_clients: usize,
+    /// Servers accept only peers in these ranges (empty = everyone not
+    /// denied). See [`crate::access`]. Default: empty.
+    pub allow: Vec<IpNet>,
+    /// Servers refuse peers in these ranges, whatever `allow` says. Default: empty.
+    pub deny: Vec<IpNet>,
+    /// The largest number of connections one address may have open to a
+    /// server at once (0 = no limit). Default: 0.
+    pub max_per_address: usize,
 }
 
 impl Default for Config {
@@ -144,6 +153,9 @@ impl Default for Config {
             raw_buffer_size: DEFAULT_RAW_BUFFER_SIZE,
             backlog: 128,
             max_clients: 1024,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_per_address: 0,
         }
     }
 }
@@ -208,6 +220,27 @@ impl Config {
     pub fn with_max_clients(mut self, n: usize) -> Config {
         self.max_clients = n;
         self
+    }
+
+    /// Set [`Config::allow`].
+    pub fn with_allow(mut self, ranges: Vec<IpNet>) -> Config {
+        self.allow = ranges;
+        self
+    }
+    /// Set [`Config::deny`].
+    pub fn with_deny(mut self, ranges: Vec<IpNet>) -> Config {
+        self.deny = ranges;
+        self
+    }
+    /// Set [`Config::max_per_address`].
+    pub fn with_max_per_address(mut self, n: usize) -> Config {
+        self.max_per_address = n;
+        self
+    }
+
+    /// Whether a peer at `ip` passes [`Config::allow`] and [`Config::deny`].
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        crate::access::permitted(&self.allow, &self.deny, ip)
     }
 
     /// Check that every value can work; the error names the first that cannot.

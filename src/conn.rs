@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::access::AddressSlot;
 use crate::config::{Config, Framing};
 use crate::error::{Error, Result};
 use crate::framing::{encode, Decoder, Located};
@@ -53,6 +54,8 @@ pub struct Conn {
     broken: Option<String>,
     write_shut: bool,
     closed: bool,
+    /// Holds this connection's place in the server's per-address count.
+    _slot: Option<AddressSlot>,
 }
 
 impl Conn {
@@ -94,7 +97,13 @@ impl Conn {
             broken: None,
             write_shut: false,
             closed: false,
+            _slot: None,
         })
+    }
+
+    pub(crate) fn with_address_slot(mut self, slot: AddressSlot) -> Conn {
+        self._slot = Some(slot);
+        self
     }
 
     /// The peer's address.

@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod config;
 pub mod conn;
 pub mod echo;
@@ -49,6 +50,7 @@ mod server;
 mod sys;
 
 pub use client::connect;
+pub use access::IpNet;
 pub use config::{Config, Framing};
 pub use conn::Conn;
 pub use echo::EchoStats;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::access::PerAddress;
 use crate::client::resolve;
 use crate::config::Config;
 use crate::conn::Conn;
@@ -32,6 +33,7 @@ pub struct Server {
     config: Arc<Config>,
     local: SocketAddr,
     shutdown: Canceller,
+    per_address: PerAddress,
 }
 
 /// Stops a [`Server`] from any thread; cheap to clone.
@@ -80,6 +82,7 @@ impl Server {
                         config: Arc::new(config),
                         local,
                         shutdown,
+                        per_address: PerAddress::default(),
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
@@ -121,6 +124,10 @@ impl Server {
     /// Wait for the next client and return its connection, configured from
     /// the server's [`Config`].
     ///
+    /// Peers refused by [`Config::allow`], [`Config::deny`] or
+    /// [`Config::max_per_address`] are closed at once and never returned
+    /// (see [`crate::access`]).
+    ///
     /// Fails with [`Error::Cancelled`] once the server is shut down (also
     /// when the shutdown happens while waiting), [`Error::Interrupted`] if a
     /// signal handler ran while waiting, [`Error::Io`] on a system error (for
@@ -142,8 +149,24 @@ impl Server {
             }
             match self.listener.accept() {
                 Ok((stream, peer)) => {
+                    if !self.config.permits(peer.ip()) {
+                        // Closed at once, without a byte of protocol.
+                        log_at!(LogLevel::Warn, "refused {peer}: not allowed by the access lists");
+                        drop(stream);
+                        continue;
+                    }
+                    let Some(slot) = self.per_address.acquire(peer.ip(), self.config.max_per_address) else {
+                        log_at!(
+                            LogLevel::Warn,
+                            "refused {peer}: {} connections from that address already",
+                            self.config.max_per_address
+                        );
+                        drop(stream);
+                        continue;
+                    };
                     log_at!(LogLevel::Info, "accepted {peer}");
-                    return Conn::new(stream, self.config.clone(), Some(self.shutdown.clone()));
+                    let conn = Conn::new(stream, self.config.clone(), Some(self.shutdown.clone()))?;
+                    return Ok(conn.with_address_slot(slot));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match sys::wait(self.listener.as_raw_fd(), false, &[&self.shutdown], deadline) {

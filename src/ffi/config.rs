@@ -1,11 +1,12 @@
 //! `tcpchat_config`: the settings handed to connect, bind and the services.
 
+use std::ffi::c_char;
 use std::time::Duration;
 
 use crate::config::{Config, Framing};
 use crate::error::{Error, Result, Status};
 
-use super::boundary::{arg_bytes, guard, guard_value};
+use super::boundary::{arg_bytes, arg_str, guard, guard_value};
 use super::handles::{box_free, box_into_c, box_mut};
 use super::tcpchat_framing;
 
@@ -30,7 +31,9 @@ use super::tcpchat_framing;
 /// `tcpchat_config_set_read_timeout_ms`, `tcpchat_config_set_write_timeout_ms`,
 /// `tcpchat_config_set_idle_timeout_ms`, `tcpchat_config_set_close_timeout_ms`,
 /// `tcpchat_config_set_nodelay`, `tcpchat_config_set_raw_buffer_size`,
-/// `tcpchat_config_set_backlog`, `tcpchat_config_set_max_clients`.
+/// `tcpchat_config_set_backlog`, `tcpchat_config_set_max_clients`,
+/// `tcpchat_config_set_allow`, `tcpchat_config_set_deny`,
+/// `tcpchat_config_set_max_per_address`.
 pub struct tcpchat_config {
     pub(crate) config: Config,
 }
@@ -209,6 +212,45 @@ pub unsafe extern "C" fn tcpchat_config_set_backlog(config: *mut tcpchat_config,
 pub unsafe extern "C" fn tcpchat_config_set_max_clients(config: *mut tcpchat_config, clients: usize) -> Status {
     update(config, |c| {
         c.max_clients = clients;
+        Ok(())
+    })
+}
+
+/// Accept only peers in these ranges: `ranges` is a NUL-terminated list of
+/// IPv4/IPv6 addresses and CIDR ranges separated by commas or spaces, such
+/// as `"127.0.0.0/8, ::1, 10.1.0.0/16"` (borrowed for the call). An empty
+/// string (the default) allows everyone not denied. Refused, with the config
+/// unchanged, when an entry does not parse (the message names it).
+///
+/// Servers, the echo service and the room apply the lists the moment a
+/// client is accepted: a refused peer is closed at once without a byte of
+/// protocol. Deny wins over allow.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_config_set_allow(config: *mut tcpchat_config, ranges: *const c_char) -> Status {
+    update(config, |c| {
+        c.allow = crate::access::parse_list(arg_str(ranges, "ranges")?)?;
+        Ok(())
+    })
+}
+
+/// Refuse peers in these ranges, whatever the allow list says. Same format
+/// as `tcpchat_config_set_allow()`; an empty string (the default) denies
+/// nobody.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_config_set_deny(config: *mut tcpchat_config, ranges: *const c_char) -> Status {
+    update(config, |c| {
+        c.deny = crate::access::parse_list(arg_str(ranges, "ranges")?)?;
+        Ok(())
+    })
+}
+
+/// Set how many connections one address may have open to a server at once
+/// (0 = no limit, the default). One more from that address is closed at
+/// once.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_config_set_max_per_address(config: *mut tcpchat_config, connections: usize) -> Status {
+    update(config, |c| {
+        c.max_per_address = connections;
         Ok(())
     })
 }
