@@ -13,14 +13,17 @@ use tcpchat::{Config, LogLevel, Server};
 
 const USAGE: &str =
     "usage: chat_server [--host HOST] [--port PORT] [--framing raw|line|frame] [--once]
+                   [--allow RANGES] [--deny RANGES]
   --host HOST      address to listen on (default 127.0.0.1)
   --port PORT      port to listen on; 0 picks a free one (default 8080)
   --framing F      wire format: raw, line or frame (default line)
-  --once           exit after the first client instead of waiting for the next";
+  --once           exit after the first client instead of waiting for the next
+  --allow RANGES   accept only these addresses/CIDR ranges (comma-separated; repeatable)
+  --deny RANGES    refuse these addresses/CIDR ranges (deny wins over allow)";
 
 fn main() {
-    let flags = common::parse_flags(USAGE, &["--host", "--port", "--framing", "--once"]);
-    let config = Config::default().with_framing(flags.framing);
+    let flags = common::parse_flags(USAGE, &["--host", "--port", "--framing", "--once", "--allow", "--deny"]);
+    let config = flags.access(Config::default().with_framing(flags.framing));
     let server = Server::bind(&flags.host, flags.port, config)
         .unwrap_or_else(|e| common::die("chat_server", e));
     // The first line on stderr, with the real port: scripts and tests read it.

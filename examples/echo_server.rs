@@ -11,20 +11,23 @@ use tcpchat::{Config, LogLevel, Server};
 
 const USAGE: &str =
     "usage: echo_server [--host HOST] [--port PORT] [--framing raw|line|frame] [--max-clients N]
+                   [--allow RANGES] [--deny RANGES]
   --host HOST        address to listen on (default 127.0.0.1)
   --port PORT        port to listen on; 0 picks a free one (default 8080)
   --framing F        wire format: raw, line or frame (default line)
-  --max-clients N    clients served at once; one more is told the server is full (default 1024)";
+  --max-clients N    clients served at once; one more is told the server is full (default 1024)
+  --allow RANGES     accept only these addresses/CIDR ranges (comma-separated; repeatable)
+  --deny RANGES      refuse these addresses/CIDR ranges (deny wins over allow)";
 
 fn main() {
-    let flags = common::parse_flags(USAGE, &["--host", "--port", "--framing", "--max-clients"]);
+    let flags = common::parse_flags(USAGE, &["--host", "--port", "--framing", "--max-clients", "--allow", "--deny"]);
 
     // Block SIGINT and SIGTERM in this thread before any other starts, so
     // every thread inherits the mask and the signals wait for sigwait below
     // instead of killing the process.
     let signals = block_stop_signals();
 
-    let mut config = Config::default().with_framing(flags.framing);
+    let mut config = flags.access(Config::default().with_framing(flags.framing));
     if let Some(n) = flags.max_clients {
         config = config.with_max_clients(n);
     }

@@ -461,3 +461,36 @@ fn echo_server_stops_cleanly_on_sigterm_and_sigint() {
         );
     }
 }
+
+#[test]
+fn echo_server_deny_flag_refuses_loopback_and_allow_admits_it() {
+    // Denied: the client is closed at once, without a byte.
+    let mut server = Prog::example("echo_server", &["--port", "0", "--deny", "127.0.0.0/8"]);
+    let port = server.listening_port();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 8];
+    assert!(matches!(std::io::Read::read(&mut s, &mut buf), Ok(0) | Err(_)));
+    server.signal(libc::SIGTERM);
+    let f = server.finish();
+    assert!(f.stderr.iter().any(|l| l.contains("not allowed")), "{:?}", f.stderr);
+    assert!(f.stderr.last().unwrap().contains("served 0 clients"), "{:?}", f.stderr);
+
+    // Allowed (and another range denied): served as usual.
+    let mut server = Prog::example(
+        "echo_server",
+        &["--port", "0", "--allow", "127.0.0.1,::1", "--deny", "10.0.0.0/8"],
+    );
+    let port = server.listening_port();
+    let mut conn = tcpchat::connect("127.0.0.1", port, &Config::default()).unwrap();
+    conn.send(b"hi").unwrap();
+    assert_eq!(conn.recv().unwrap().unwrap(), b"hi");
+    conn.shutdown_write().unwrap();
+    assert_eq!(conn.recv().unwrap(), None);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.finish().status.code(), Some(0));
+
+    // A range that does not parse is a usage error.
+    let f = Prog::example("echo_server", &["--port", "0", "--deny", "10.0.0.0/99"]).finish();
+    assert_eq!(f.status.code(), Some(2));
+}

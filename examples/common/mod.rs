@@ -5,7 +5,7 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::exit;
 
-use tcpchat::{ChatHandler, Framing, Result};
+use tcpchat::{ChatHandler, Config, Framing, IpNet, Result};
 
 /// The flags of the example programs, with their defaults.
 pub struct Flags {
@@ -14,6 +14,17 @@ pub struct Flags {
     pub framing: Framing,
     pub once: bool,
     pub max_clients: Option<usize>,
+    /// `--allow` ranges (repeatable; commas also separate).
+    pub allow: Vec<IpNet>,
+    /// `--deny` ranges (repeatable; commas also separate).
+    pub deny: Vec<IpNet>,
+}
+
+impl Flags {
+    /// The access lists of the flags applied to `config`.
+    pub fn access(&self, config: Config) -> Config {
+        config.with_allow(self.allow.clone()).with_deny(self.deny.clone())
+    }
 }
 
 /// Parse the command line, accepting only the flags named in `allowed` (as
@@ -26,6 +37,8 @@ pub fn parse_flags(usage: &str, allowed: &[&str]) -> Flags {
         framing: Framing::Line,
         once: false,
         max_clients: None,
+        allow: Vec::new(),
+        deny: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -63,6 +76,10 @@ pub fn parse_flags(usage: &str, allowed: &[&str]) -> Flags {
                 Ok(n) if n > 0 => flags.max_clients = Some(n),
                 _ => bad("expected a positive number, got"),
             },
+            "--allow" | "--deny" => {
+                let ranges = tcpchat::access::parse_list(&value).unwrap_or_else(|e| bad_usage(usage, &e.to_string()));
+                if name == "--allow" { &mut flags.allow } else { &mut flags.deny }.extend(ranges);
+            }
             _ => unreachable!("flag {name} is allowed but not handled"),
         }
     }
