@@ -16,18 +16,22 @@
 
 static const char USAGE[] =
     "usage: chat_server [--host HOST] [--port PORT] [--framing raw|line|frame] [--once]\n"
+    "                   [--allow RANGES] [--deny RANGES]\n"
     "  --host HOST      address to listen on (default 127.0.0.1)\n"
     "  --port PORT      port to listen on; 0 picks a free one (default 8080)\n"
     "  --framing F      wire format: raw, line or frame (default line)\n"
-    "  --once           exit after the first client instead of waiting for the next";
+    "  --once           exit after the first client instead of waiting for the next\n"
+    "  --allow RANGES   accept only these addresses/CIDR ranges (comma-separated)\n"
+    "  --deny RANGES    refuse these addresses/CIDR ranges (deny wins over allow)";
 
 int main(int argc, char **argv)
 {
-    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_ONCE);
+    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_ONCE | FLAG_ACCESS);
 
     tcpchat_config *config = tcpchat_config_new();
     if (!config || tcpchat_config_set_framing(config, flags.framing) != TCPCHAT_STATUS_OK)
         die("chat_server");
+    apply_access(config, &flags, USAGE);
     tcpchat_server *server = NULL;
     if (tcpchat_server_bind(flags.host, flags.port, config, &server) != TCPCHAT_STATUS_OK)
         die("chat_server");

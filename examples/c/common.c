@@ -37,7 +37,7 @@ static bool parse_number(const char *s, unsigned long max, unsigned long *out)
 
 struct flags parse_flags(int argc, char **argv, const char *usage, unsigned optional)
 {
-    struct flags f = {"127.0.0.1", 8080, TCPCHAT_FRAMING_LINE, false, 0};
+    struct flags f = {"127.0.0.1", 8080, TCPCHAT_FRAMING_LINE, false, 0, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -56,7 +56,8 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
             continue;
         }
         if (!IS("--host") && !IS("--port") && !IS("--framing") &&
-            !(IS("--max-clients") && (optional & FLAG_MAX_CLIENTS)))
+            !(IS("--max-clients") && (optional & FLAG_MAX_CLIENTS)) &&
+            !((IS("--allow") || IS("--deny")) && (optional & FLAG_ACCESS)))
             bad_usage(usage, "unknown flag \"%s\"", arg);
         if (!value) {
             if (i + 1 >= argc)
@@ -79,6 +80,10 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
                 f.framing = TCPCHAT_FRAMING_FRAME;
             else
                 bad_usage(usage, "--framing: expected raw, line or frame, got \"%s\"", value);
+        } else if (IS("--allow")) {
+            f.allow = value;
+        } else if (IS("--deny")) {
+            f.deny = value;
         } else { /* --max-clients */
             if (!parse_number(value, (unsigned long)-1, &num) || num == 0)
                 bad_usage(usage, "--max-clients: expected a positive number, got \"%s\"", value);
@@ -87,6 +92,14 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
 #undef IS
     }
     return f;
+}
+
+void apply_access(tcpchat_config *config, const struct flags *flags, const char *usage)
+{
+    if (flags->allow && tcpchat_config_set_allow(config, flags->allow) != TCPCHAT_STATUS_OK)
+        bad_usage(usage, "--allow: %s", tcpchat_last_error_message());
+    if (flags->deny && tcpchat_config_set_deny(config, flags->deny) != TCPCHAT_STATUS_OK)
+        bad_usage(usage, "--deny: %s", tcpchat_last_error_message());
 }
 
 void log_to_stderr(void *user_data, tcpchat_log_level level, const char *message)

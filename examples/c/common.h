@@ -18,10 +18,12 @@ struct flags {
     tcpchat_framing framing; /* --framing raw|line|frame (line) */
     bool once;               /* --once */
     size_t max_clients;      /* --max-clients (0 = the library's default) */
+    const char *allow;       /* --allow RANGES (NULL = everyone) */
+    const char *deny;        /* --deny RANGES (NULL = nobody) */
 };
 
 /* The optional flags a program accepts besides --host, --port, --framing. */
-enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2 };
+enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2, FLAG_ACCESS = 4 };
 
 /*
  * Parse argv (`--flag value` or `--flag=value`). `--help` prints `usage` on
@@ -29,6 +31,12 @@ enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2 };
  * and exits 2.
  */
 struct flags parse_flags(int argc, char **argv, const char *usage, unsigned optional);
+
+/*
+ * Apply --allow and --deny to `config`; a range that does not parse prints
+ * the library's message and `usage` on stderr and exits 2.
+ */
+void apply_access(tcpchat_config *config, const struct flags *flags, const char *usage);
 
 /* A tcpchat_log_callback writing `tcpchat: LEVEL: MESSAGE` lines to stderr. */
 void log_to_stderr(void *user_data, tcpchat_log_level level, const char *message);

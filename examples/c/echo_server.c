@@ -18,10 +18,13 @@
 
 static const char USAGE[] =
     "usage: echo_server [--host HOST] [--port PORT] [--framing raw|line|frame] [--max-clients N]\n"
+    "                   [--allow RANGES] [--deny RANGES]\n"
     "  --host HOST        address to listen on (default 127.0.0.1)\n"
     "  --port PORT        port to listen on; 0 picks a free one (default 8080)\n"
     "  --framing F        wire format: raw, line or frame (default line)\n"
-    "  --max-clients N    clients served at once; one more is told the server is full (default 1024)";
+    "  --max-clients N    clients served at once; one more is told the server is full (default 1024)\n"
+    "  --allow RANGES     accept only these addresses/CIDR ranges (comma-separated)\n"
+    "  --deny RANGES      refuse these addresses/CIDR ranges (deny wins over allow)";
 
 static sigset_t stop_signals;
 
@@ -37,7 +40,7 @@ static void *wait_for_signal(void *server)
 
 int main(int argc, char **argv)
 {
-    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_MAX_CLIENTS);
+    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_MAX_CLIENTS | FLAG_ACCESS);
 
     /* Block SIGINT and SIGTERM before any thread starts, so every thread
      * (the library's too) inherits the mask and the signals wait for sigwait
@@ -50,6 +53,7 @@ int main(int argc, char **argv)
     tcpchat_config *config = tcpchat_config_new();
     if (!config || tcpchat_config_set_framing(config, flags.framing) != TCPCHAT_STATUS_OK)
         die("echo_server");
+    apply_access(config, &flags, USAGE);
     if (flags.max_clients && tcpchat_config_set_max_clients(config, flags.max_clients) != TCPCHAT_STATUS_OK)
         die("echo_server");
     tcpchat_server *server = NULL;

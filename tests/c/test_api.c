@@ -633,6 +633,43 @@ static void test_close(void)
     tcpchat_config_free(c);
 }
 
+/* Allow and deny lists: a refused peer is closed at once and never
+ * returned by accept; bad ranges are refused with a message. */
+static void test_access_lists(void)
+{
+    tcpchat_config *c = test_config(TCPCHAT_FRAMING_LINE);
+    CHECK_INVALID(tcpchat_config_set_allow(c, "10.0.0.0/99"));
+    CHECK_ERR("10.0.0.0");
+    CHECK_INVALID(tcpchat_config_set_deny(c, "not-an-address"));
+    CHECK_INVALID(tcpchat_config_set_allow(c, NULL));
+    CHECK_OK(tcpchat_config_set_max_per_address(c, 0));
+
+    /* Denied: read end of stream, and accept times out. */
+    CHECK_OK(tcpchat_config_set_deny(c, "127.0.0.0/8, ::1"));
+    uint16_t port = 0;
+    tcpchat_server *s = bind_any(c, &port);
+    int fd = raw_connect(port);
+    tcpchat_conn *accepted = NULL;
+    CHECK_ST(tcpchat_server_accept_timeout(s, 300, &accepted), TCPCHAT_STATUS_TIMEOUT);
+    CHECK(accepted == NULL);
+    char byte;
+    CHECK(read(fd, &byte, 1) <= 0);
+    close(fd);
+    tcpchat_server_free(s);
+
+    /* Allowed, and deny lists something else: accepted. */
+    CHECK_OK(tcpchat_config_set_deny(c, ""));
+    CHECK_OK(tcpchat_config_set_allow(c, "127.0.0.1"));
+    s = bind_any(c, &port);
+    fd = raw_connect(port);
+    CHECK_OK(tcpchat_server_accept_timeout(s, 10000, &accepted));
+    CHECK(accepted != NULL);
+    close(fd);
+    tcpchat_conn_free(accepted);
+    tcpchat_server_free(s);
+    tcpchat_config_free(c);
+}
+
 int main(void)
 {
     test_version();
@@ -648,5 +685,6 @@ int main(void)
     test_connect_and_bind_errors();
     test_addresses();
     test_close();
+    test_access_lists();
     return finish();
 }
