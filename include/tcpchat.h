@@ -118,6 +118,12 @@ typedef enum {
      * panic). The handle involved should be freed.
      */
     TCPCHAT_STATUS_INTERNAL = 16,
+    /**
+     * A non-blocking call (`try_recv`, `try_send`, `try_flush`,
+     * `try_accept`) could not proceed without waiting. Nothing was lost;
+     * wait for the connection's pollable descriptor, then call again.
+     */
+    TCPCHAT_STATUS_WOULD_BLOCK = 17,
 } tcpchat_status;
 
 /**
@@ -193,7 +199,8 @@ typedef struct tcpchat_config tcpchat_config;
  * `tcpchat_conn_set_write_timeout_ms`, `tcpchat_conn_peer_addr`,
  * `tcpchat_conn_local_addr`, `tcpchat_conn_cancel`,
  * `tcpchat_conn_shutdown_write`, `tcpchat_conn_run_session`,
- * `tcpchat_conn_close`, `tcpchat_conn_free`.
+ * `tcpchat_conn_fd`, `tcpchat_conn_try_recv`, `tcpchat_conn_try_send`,
+ * `tcpchat_conn_try_flush`, `tcpchat_conn_close`, `tcpchat_conn_free`.
  */
 typedef struct tcpchat_conn tcpchat_conn;
 
@@ -214,7 +221,7 @@ typedef struct tcpchat_conn tcpchat_conn;
  * `tcpchat_server_local_port`, `tcpchat_server_accept`,
  * `tcpchat_server_accept_timeout`, `tcpchat_server_shutdown`,
  * `tcpchat_server_serve_chat`, `tcpchat_server_serve_echo`,
- * `tcpchat_server_free`.
+ * `tcpchat_server_fd`, `tcpchat_server_try_accept`, `tcpchat_server_free`.
  */
 typedef struct tcpchat_server tcpchat_server;
 
@@ -707,6 +714,50 @@ tcpchat_status tcpchat_conn_close(tcpchat_conn *conn);
 void tcpchat_conn_free(tcpchat_conn *conn);
 
 /**
+ * Write into `*out_fd` a file descriptor for the program's own event loop
+ * (`poll`, `epoll`, `select`, Python's `loop.add_reader`), created on first
+ * use.
+ *
+ * The descriptor is level-triggered readable while
+ * `tcpchat_conn_try_recv()` can return without blocking (a message, end of
+ * stream, or an error), and, while output is queued, while
+ * `tcpchat_conn_try_flush()` can make progress. A readable descriptor may
+ * still find only part of a message: `tcpchat_conn_try_recv()` then returns
+ * `TCPCHAT_STATUS_WOULD_BLOCK` and the descriptor stops being readable
+ * until more arrives. Poll it for reading only (never for writing).
+ *
+ * The descriptor belongs to the connection: never close it yourself; it is
+ * closed with the connection (free), after which it must not be polled.
+ */
+tcpchat_status tcpchat_conn_fd(tcpchat_conn *conn, int32_t *out_fd);
+
+/**
+ * Receive the next message without waiting, with the buffer rules and
+ * results of `tcpchat_conn_recv()`, plus `TCPCHAT_STATUS_WOULD_BLOCK` when
+ * no complete message has arrived yet (wait for `tcpchat_conn_fd()` to be
+ * readable, then call again). Also sends queued output when it can.
+ */
+tcpchat_status tcpchat_conn_try_recv(tcpchat_conn *conn, uint8_t *buf, size_t cap, size_t *out_len);
+
+/**
+ * Send one message without waiting for the peer. The message is accepted
+ * (`TCPCHAT_STATUS_OK`) and sent as far as the socket takes it now, the
+ * rest staying queued for `tcpchat_conn_try_flush()`; or, when earlier
+ * output is still queued and cannot move, it is not accepted and the call
+ * returns `TCPCHAT_STATUS_WOULD_BLOCK`. Refuses the same messages as
+ * `tcpchat_conn_send()`. `msg` is copied.
+ */
+tcpchat_status tcpchat_conn_try_send(tcpchat_conn *conn, const uint8_t *msg, size_t len);
+
+/**
+ * Send as much queued output as the socket takes now, without waiting:
+ * `TCPCHAT_STATUS_OK` when all of it went, `TCPCHAT_STATUS_WOULD_BLOCK`
+ * when some is still queued (the descriptor of `tcpchat_conn_fd()` becomes
+ * readable when the socket can take more).
+ */
+tcpchat_status tcpchat_conn_try_flush(tcpchat_conn *conn);
+
+/**
  * Listen on `host`:`port` and return the new server in `*out_server`.
  *
  * `host` is a NUL-terminated UTF-8 IP literal or name (borrowed for the
@@ -796,6 +847,23 @@ tcpchat_status tcpchat_server_serve_echo(const tcpchat_server *server, tcpchat_e
  * afterwards (see the thread-safety note on `tcpchat_server`).
  */
 void tcpchat_server_free(tcpchat_server *server);
+
+/**
+ * Write into `*out_fd` the listening socket's descriptor, for the program's
+ * own event loop: level-triggered readable while a client waits to be
+ * accepted. A client refused by the access lists makes it readable once;
+ * `tcpchat_server_try_accept()` then closes that client and returns
+ * `TCPCHAT_STATUS_WOULD_BLOCK`. The descriptor belongs to the server: never
+ * close it yourself.
+ */
+tcpchat_status tcpchat_server_fd(const tcpchat_server *server, int32_t *out_fd);
+
+/**
+ * Accept a client that is already waiting, without blocking: the new
+ * connection in `*out_conn` (yours to free), or `TCPCHAT_STATUS_WOULD_BLOCK`
+ * when no client is waiting.
+ */
+tcpchat_status tcpchat_server_try_accept(const tcpchat_server *server, tcpchat_conn **out_conn);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use crate::config::{Config, Framing};
 use crate::error::{Error, Result};
 use crate::framing::{encode, Decoder, Located};
 use crate::log::{log_at, LogLevel};
-use crate::sys::{self, Canceller, Ready};
+use crate::sys::{self, Canceller, PollFd, Ready};
 
 /// Write buffers larger than this are released after a flush, so that one big
 /// message does not pin its memory for the life of the connection.
@@ -54,6 +54,8 @@ pub struct Conn {
     broken: Option<String>,
     write_shut: bool,
     closed: bool,
+    /// The descriptor for the program's own event loop, once asked for.
+    poll: Option<PollFd>,
     /// Holds this connection's place in the server's per-address count.
     _slot: Option<AddressSlot>,
 }
@@ -97,6 +99,7 @@ impl Conn {
             broken: None,
             write_shut: false,
             closed: false,
+            poll: None,
             _slot: None,
         })
     }
@@ -197,6 +200,7 @@ impl Conn {
             Some(at) => {
                 let t = f(self.decoder.message(&at));
                 self.decoder.consume(at);
+                self.sync_poll();
                 Ok(Some(t))
             }
         }
@@ -223,6 +227,7 @@ impl Conn {
                 buf[..msg.len()].copy_from_slice(msg);
                 let n = msg.len();
                 self.decoder.consume(at);
+                self.sync_poll();
                 Ok(Some(n))
             }
         }
@@ -251,6 +256,7 @@ impl Conn {
             }
             next = self.try_next_located()?;
         }
+        self.sync_poll();
         Ok(n)
     }
 
@@ -350,7 +356,9 @@ impl Conn {
     /// sends everything queued. Refuses the same messages as [`Conn::send`].
     pub fn queue(&mut self, msg: &[u8]) -> Result<()> {
         self.check_writable()?;
-        encode(self.config.framing, self.config.max_message_size, msg, &mut self.wbuf)
+        encode(self.config.framing, self.config.max_message_size, msg, &mut self.wbuf)?;
+        self.sync_poll();
+        Ok(())
     }
 
     /// Bytes queued and not yet sent.
@@ -361,11 +369,22 @@ impl Conn {
     /// Send everything queued, waiting (up to the write timeout) for the peer
     /// to make room. On a timeout the unsent rest stays queued.
     pub fn flush(&mut self) -> Result<()> {
+        self.flush_inner(true)
+    }
+
+    /// Send as much of what is queued as the socket takes now, without
+    /// waiting: `Ok(())` when all of it went, [`Error::WouldBlock`] when some
+    /// is still queued (wait for [`Conn::poll_fd`] and call again).
+    pub fn try_flush(&mut self) -> Result<()> {
+        self.flush_inner(false)
+    }
+
+    fn flush_inner(&mut self, block: bool) -> Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
         self.check_writable()?;
-        let deadline = sys::deadline(self.write_timeout);
+        let deadline = if block { sys::deadline(self.write_timeout) } else { None };
         let mut sent = 0;
         let result = loop {
             if sent == self.wbuf.len() {
@@ -375,6 +394,13 @@ impl Conn {
                 Ok(0) => break Err(Error::Closed(format!("{} stopped accepting data", self.peer))),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !block {
+                        break Err(Error::WouldBlock(format!(
+                            "{} bytes still queued for {}",
+                            self.wbuf.len() - sent,
+                            self.peer
+                        )));
+                    }
                     if let Err(e) = self.wait(true, deadline, "sending") {
                         break Err(e);
                     }
@@ -387,6 +413,7 @@ impl Conn {
         if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WRITE_CAPACITY {
             self.wbuf = Vec::new();
         }
+        self.sync_poll();
         result
     }
 
@@ -404,6 +431,111 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    // ----- non-blocking use from the program's own event loop ---------------
+
+    /// A descriptor for the program's own event loop (`poll`, `epoll`,
+    /// Python's `loop.add_reader`), level-triggered: it is readable while
+    /// [`Conn::try_recv`] can return something without blocking (a message,
+    /// end of stream, or an error) and, while output is queued, while
+    /// [`Conn::try_flush`] can make progress. A readable descriptor may still
+    /// find only part of a message; `try_recv` then says
+    /// [`Error::WouldBlock`] and the descriptor stops being readable until
+    /// more arrives.
+    ///
+    /// Created on first use (it costs two descriptors) and owned by the
+    /// connection: do not close it; it is closed with the connection.
+    pub fn poll_fd(&mut self) -> Result<RawFd> {
+        if self.poll.is_none() {
+            let p = PollFd::new(self.stream.as_raw_fd())
+                .map_err(|e| Error::io("creating the connection's poll descriptor", e))?;
+            self.poll = Some(p);
+            self.sync_poll();
+        }
+        Ok(self.poll.as_ref().map(PollFd::fd).unwrap_or(-1))
+    }
+
+    /// Receive the next message without waiting: `Ok(Some(msg))`,
+    /// `Ok(None)` once the peer has closed (as [`Conn::recv`]), or
+    /// [`Error::WouldBlock`] when no complete message has arrived yet.
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        self.try_recv_with(|m| m.to_vec())
+    }
+
+    /// [`Conn::try_recv`] into a caller's buffer, with the rules of
+    /// [`Conn::recv_into`] (a buffer too small leaves the message queued).
+    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        let r = self.try_recv_with(|m| {
+            if m.len() > buf.len() {
+                return Err(Error::BufferTooSmall {
+                    needed: m.len(),
+                    capacity: buf.len(),
+                });
+            }
+            buf[..m.len()].copy_from_slice(m);
+            Ok(m.len())
+        });
+        match r {
+            Ok(Some(Ok(n))) => Ok(Some(n)),
+            Ok(Some(Err(e))) => Err(e),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Conn::try_recv`] handing the message to `f` without copying it. A
+    /// message is consumed only if `f` returns `Ok` (or a non-`Result`);
+    /// this is what lets `try_recv_into` keep a message its buffer cannot hold.
+    fn try_recv_with<T: Consumed>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        self.check_usable()?;
+        let r = match self.try_next_located() {
+            Ok(Some(at)) => {
+                let t = f(self.decoder.message(&at));
+                if t.consumed() {
+                    self.decoder.consume(at);
+                }
+                Ok(Some(t))
+            }
+            Ok(None) if self.decoder.is_eof() => Ok(None),
+            Ok(None) => Err(Error::WouldBlock(format!("no complete message from {} yet", self.peer))),
+            Err(e) => Err(e),
+        };
+        self.sync_poll();
+        r
+    }
+
+    /// Send one message without waiting for the peer: it is accepted
+    /// (`Ok`) and sent as far as the socket takes it now, the rest staying
+    /// queued for [`Conn::try_flush`] (or any blocking call). When earlier
+    /// output is still queued and cannot move, the message is not accepted
+    /// and the call fails with [`Error::WouldBlock`]. Refuses the same
+    /// messages as [`Conn::send`].
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        if !self.wbuf.is_empty() {
+            self.try_flush()?;
+        }
+        encode(self.config.framing, self.config.max_message_size, msg, &mut self.wbuf)?;
+        match self.try_flush() {
+            Ok(()) | Err(Error::WouldBlock(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Tell the poll descriptor (if any) whether a message is waiting in our
+    /// buffer and whether output is queued.
+    fn sync_poll(&mut self) {
+        if self.poll.is_none() {
+            return;
+        }
+        // An error to report counts as "something to receive".
+        let pending = !matches!(self.decoder.peek(), Ok(None));
+        let want_write = !self.wbuf.is_empty();
+        if let Some(p) = self.poll.as_mut() {
+            p.set_pending(pending);
+            let _ = p.set_want_write(want_write);
+        }
     }
 
     // ----- the echo service's inner step -----------------------------------
@@ -585,4 +717,19 @@ pub(crate) fn check_timeout(name: &str, t: Option<Duration>) -> Result<()> {
         return Err(Error::invalid(format!("{name} must be positive (use no timeout to wait for ever)")));
     }
     Ok(())
+}
+
+/// Whether a `try_recv_with` callback's result means the message was taken.
+trait Consumed {
+    fn consumed(&self) -> bool;
+}
+impl Consumed for Vec<u8> {
+    fn consumed(&self) -> bool {
+        true
+    }
+}
+impl<T> Consumed for Result<T> {
+    fn consumed(&self) -> bool {
+        self.is_ok()
+    }
 }

@@ -65,11 +65,15 @@ pub enum Status {
     /// The library hit an internal error (a bug in tcpchat, such as a caught
     /// panic). The handle involved should be freed.
     Internal = 16,
+    /// A non-blocking call (`try_recv`, `try_send`, `try_flush`,
+    /// `try_accept`) could not proceed without waiting. Nothing was lost;
+    /// wait for the connection's pollable descriptor, then call again.
+    WouldBlock = 17,
 }
 
 impl Status {
     /// Every status, in numeric order.
-    pub const ALL: [Status; 17] = [
+    pub const ALL: [Status; 18] = [
         Status::Ok,
         Status::InvalidArgument,
         Status::Io,
@@ -87,6 +91,7 @@ impl Status {
         Status::ServerFull,
         Status::ConnectionReset,
         Status::Internal,
+        Status::WouldBlock,
     ];
 
     /// The status's stable name as it appears in the C header, such as
@@ -110,6 +115,7 @@ impl Status {
             Status::ServerFull => "TCPCHAT_STATUS_SERVER_FULL",
             Status::ConnectionReset => "TCPCHAT_STATUS_CONNECTION_RESET",
             Status::Internal => "TCPCHAT_STATUS_INTERNAL",
+            Status::WouldBlock => "TCPCHAT_STATUS_WOULD_BLOCK",
         }
     }
 
@@ -227,6 +233,10 @@ pub enum Error {
     /// A bug in tcpchat (for example a panic caught at the C boundary).
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// A non-blocking call could not proceed without waiting.
+    #[error("would block: {0}")]
+    WouldBlock(String),
 }
 
 impl Error {
@@ -249,6 +259,7 @@ impl Error {
             Error::ServerFull { .. } => Status::ServerFull,
             Error::ConnectionReset(_) => Status::ConnectionReset,
             Error::Internal(_) => Status::Internal,
+            Error::WouldBlock(_) => Status::WouldBlock,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,16 +133,32 @@ impl Server {
     /// signal handler ran while waiting, [`Error::Io`] on a system error (for
     /// example out of file descriptors).
     pub fn accept(&self) -> Result<Conn> {
-        self.accept_until(None)
+        self.accept_until(None, true)
+    }
+
+    /// Accept a client that is already waiting, without blocking:
+    /// [`Error::WouldBlock`] when none is. For the program's own event loop,
+    /// with [`Server::poll_fd`].
+    pub fn try_accept(&self) -> Result<Conn> {
+        self.accept_until(None, false)
+    }
+
+    /// The listening socket's descriptor, for the program's own event loop:
+    /// level-triggered readable while a client waits to be accepted (a
+    /// client refused by the access lists also makes it readable once;
+    /// [`Server::try_accept`] then closes it and says
+    /// [`Error::WouldBlock`]). Owned by the server: do not close it.
+    pub fn poll_fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
     }
 
     /// Like [`Server::accept`], waiting at most `timeout`
     /// ([`Error::Timeout`] when no client came).
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Conn> {
-        self.accept_until(sys::deadline(Some(timeout)))
+        self.accept_until(sys::deadline(Some(timeout)), true)
     }
 
-    fn accept_until(&self, deadline: Option<std::time::Instant>) -> Result<Conn> {
+    fn accept_until(&self, deadline: Option<std::time::Instant>, block: bool) -> Result<Conn> {
         loop {
             if self.shutdown.is_cancelled() {
                 return Err(Error::Cancelled(format!("the server on {} was shut down", self.local)));
@@ -167,6 +183,9 @@ impl Server {
                     log_at!(LogLevel::Info, "accepted {peer}");
                     let conn = Conn::new(stream, self.config.clone(), Some(self.shutdown.clone()))?;
                     return Ok(conn.with_address_slot(slot));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !block => {
+                    return Err(Error::WouldBlock(format!("no client waiting on {}", self.local)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match sys::wait(self.listener.as_raw_fd(), false, &[&self.shutdown], deadline) {

@@ -94,6 +94,100 @@ impl Canceller {
     }
 }
 
+/// A descriptor for an event loop's own poll (C `poll`/`epoll`, Python
+/// asyncio): an epoll set holding the connection's socket and a "pending"
+/// eventfd, so it is readable (level-triggered) while the socket has input
+/// (or end of stream), while the library holds a complete message already
+/// read from the socket, or, when output is queued, while the socket can
+/// take more.
+#[derive(Debug)]
+pub(crate) struct PollFd {
+    epoll: OwnedFd,
+    pending: WakeFd,
+    pending_set: bool,
+    want_write: bool,
+    socket: RawFd,
+}
+
+const SOCKET_TOKEN: u64 = 1;
+const PENDING_TOKEN: u64 = 2;
+
+fn epoll_ctl(epoll: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: ev is a live local; the descriptors are owned by the caller.
+    if unsafe { libc::epoll_ctl(epoll, op, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl PollFd {
+    pub(crate) fn new(socket: RawFd) -> io::Result<PollFd> {
+        // SAFETY: no pointer arguments; a non-negative result is ours.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let pending = WakeFd::new()?;
+        epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, socket, libc::EPOLLIN as u32, SOCKET_TOKEN)?;
+        epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            pending.fd.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            PENDING_TOKEN,
+        )?;
+        Ok(PollFd {
+            epoll,
+            pending,
+            pending_set: false,
+            want_write: false,
+            socket,
+        })
+    }
+
+    /// The descriptor to hand to the program's event loop.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Say whether a complete message is waiting in the library's buffer.
+    pub(crate) fn set_pending(&mut self, pending: bool) {
+        if pending == self.pending_set {
+            return;
+        }
+        if pending {
+            self.pending.signal();
+        } else {
+            let mut v: u64 = 0;
+            // SAFETY: reads 8 bytes into a live local from our own eventfd
+            // (non-blocking: resets the counter to zero).
+            unsafe {
+                libc::read(
+                    self.pending.fd.as_raw_fd(),
+                    &mut v as *mut u64 as *mut libc::c_void,
+                    std::mem::size_of::<u64>(),
+                );
+            }
+        }
+        self.pending_set = pending;
+    }
+
+    /// Say whether output is queued (then the descriptor is also readable
+    /// while the socket can take more).
+    pub(crate) fn set_want_write(&mut self, want: bool) -> io::Result<()> {
+        if want == self.want_write {
+            return Ok(());
+        }
+        let events = libc::EPOLLIN as u32 | if want { libc::EPOLLOUT as u32 } else { 0 };
+        epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, self.socket, events, SOCKET_TOKEN)?;
+        self.want_write = want;
+        Ok(())
+    }
+}
+
 /// What a [`wait`] saw.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ready {

@@ -42,7 +42,8 @@ use super::tcpchat_role;
 /// `tcpchat_conn_set_write_timeout_ms`, `tcpchat_conn_peer_addr`,
 /// `tcpchat_conn_local_addr`, `tcpchat_conn_cancel`,
 /// `tcpchat_conn_shutdown_write`, `tcpchat_conn_run_session`,
-/// `tcpchat_conn_close`, `tcpchat_conn_free`.
+/// `tcpchat_conn_fd`, `tcpchat_conn_try_recv`, `tcpchat_conn_try_send`,
+/// `tcpchat_conn_try_flush`, `tcpchat_conn_close`, `tcpchat_conn_free`.
 pub struct tcpchat_conn {
     cancel: Canceller,
     /// `None` once closed with `tcpchat_conn_close`.
@@ -468,4 +469,83 @@ pub unsafe extern "C" fn tcpchat_conn_close(conn: *mut tcpchat_conn) -> Status {
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_free(conn: *mut tcpchat_conn) {
     guard_value((), || arc_free(conn))
+}
+
+/// Write into `*out_fd` a file descriptor for the program's own event loop
+/// (`poll`, `epoll`, `select`, Python's `loop.add_reader`), created on first
+/// use.
+///
+/// The descriptor is level-triggered readable while
+/// `tcpchat_conn_try_recv()` can return without blocking (a message, end of
+/// stream, or an error), and, while output is queued, while
+/// `tcpchat_conn_try_flush()` can make progress. A readable descriptor may
+/// still find only part of a message: `tcpchat_conn_try_recv()` then returns
+/// `TCPCHAT_STATUS_WOULD_BLOCK` and the descriptor stops being readable
+/// until more arrives. Poll it for reading only (never for writing).
+///
+/// The descriptor belongs to the connection: never close it yourself; it is
+/// closed with the connection (free), after which it must not be polled.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_conn_fd(conn: *mut tcpchat_conn, out_fd: *mut i32) -> Status {
+    guard(|| {
+        arg_nonnull(out_fd, "out_fd")?;
+        let fd = with_conn(conn, |c| c.poll_fd())?;
+        out_fd.write(fd);
+        Ok(())
+    })
+}
+
+/// Receive the next message without waiting, with the buffer rules and
+/// results of `tcpchat_conn_recv()`, plus `TCPCHAT_STATUS_WOULD_BLOCK` when
+/// no complete message has arrived yet (wait for `tcpchat_conn_fd()` to be
+/// readable, then call again). Also sends queued output when it can.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_conn_try_recv(
+    conn: *mut tcpchat_conn,
+    buf: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> Status {
+    guard(|| {
+        arg_nonnull(out_len, "out_len")?;
+        let buf = arg_bytes_mut(buf, cap, "buf")?;
+        match with_conn(conn, |c| c.try_recv_into(buf)) {
+            Ok(Some(n)) => {
+                out_len.write(n);
+                Ok(())
+            }
+            Ok(None) => {
+                out_len.write(0);
+                Err(Error::Closed("the peer closed the connection".into()))
+            }
+            Err(Error::BufferTooSmall { needed, capacity }) => {
+                out_len.write(needed);
+                Err(Error::BufferTooSmall { needed, capacity })
+            }
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Send one message without waiting for the peer. The message is accepted
+/// (`TCPCHAT_STATUS_OK`) and sent as far as the socket takes it now, the
+/// rest staying queued for `tcpchat_conn_try_flush()`; or, when earlier
+/// output is still queued and cannot move, it is not accepted and the call
+/// returns `TCPCHAT_STATUS_WOULD_BLOCK`. Refuses the same messages as
+/// `tcpchat_conn_send()`. `msg` is copied.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_conn_try_send(conn: *mut tcpchat_conn, msg: *const u8, len: usize) -> Status {
+    guard(|| {
+        let msg = arg_bytes(msg, len, "msg")?;
+        with_conn(conn, |c| c.try_send(msg))
+    })
+}
+
+/// Send as much queued output as the socket takes now, without waiting:
+/// `TCPCHAT_STATUS_OK` when all of it went, `TCPCHAT_STATUS_WOULD_BLOCK`
+/// when some is still queued (the descriptor of `tcpchat_conn_fd()` becomes
+/// readable when the socket can take more).
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_conn_try_flush(conn: *mut tcpchat_conn) -> Status {
+    guard(|| with_conn(conn, |c| c.try_flush()))
 }

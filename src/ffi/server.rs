@@ -29,7 +29,7 @@ use super::session::{tcpchat_chat_callbacks, CallbackHandler};
 /// `tcpchat_server_local_port`, `tcpchat_server_accept`,
 /// `tcpchat_server_accept_timeout`, `tcpchat_server_shutdown`,
 /// `tcpchat_server_serve_chat`, `tcpchat_server_serve_echo`,
-/// `tcpchat_server_free`.
+/// `tcpchat_server_fd`, `tcpchat_server_try_accept`, `tcpchat_server_free`.
 pub struct tcpchat_server {
     server: Server,
 }
@@ -201,4 +201,37 @@ pub unsafe extern "C" fn tcpchat_server_serve_echo(
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_server_free(server: *mut tcpchat_server) {
     guard_value((), || arc_free(server))
+}
+
+/// Write into `*out_fd` the listening socket's descriptor, for the program's
+/// own event loop: level-triggered readable while a client waits to be
+/// accepted. A client refused by the access lists makes it readable once;
+/// `tcpchat_server_try_accept()` then closes that client and returns
+/// `TCPCHAT_STATUS_WOULD_BLOCK`. The descriptor belongs to the server: never
+/// close it yourself.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_server_fd(server: *const tcpchat_server, out_fd: *mut i32) -> Status {
+    guard(|| {
+        arg_nonnull(out_fd, "out_fd")?;
+        let s = arc_from_c(server, "server")?;
+        out_fd.write(s.server.poll_fd());
+        Ok(())
+    })
+}
+
+/// Accept a client that is already waiting, without blocking: the new
+/// connection in `*out_conn` (yours to free), or `TCPCHAT_STATUS_WOULD_BLOCK`
+/// when no client is waiting.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_server_try_accept(
+    server: *const tcpchat_server,
+    out_conn: *mut *mut tcpchat_conn,
+) -> Status {
+    guard(|| {
+        arg_nonnull(out_conn, "out_conn")?;
+        let s = arc_from_c(server, "server")?;
+        let conn = s.server.try_accept()?;
+        out_conn.write(tcpchat_conn::into_c(conn));
+        Ok(())
+    })
 }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -33,7 +35,7 @@ static void test_status_names(void)
         "TCPCHAT_STATUS_PROTOCOL",    "TCPCHAT_STATUS_ADDRESS_IN_USE",     "TCPCHAT_STATUS_CONNECTION_REFUSED",
         "TCPCHAT_STATUS_RESOLVE",     "TCPCHAT_STATUS_CANCELLED",          "TCPCHAT_STATUS_INTERRUPTED",
         "TCPCHAT_STATUS_BUFFER_TOO_SMALL", "TCPCHAT_STATUS_CALLBACK",     "TCPCHAT_STATUS_SERVER_FULL",
-        "TCPCHAT_STATUS_CONNECTION_RESET", "TCPCHAT_STATUS_INTERNAL",
+        "TCPCHAT_STATUS_CONNECTION_RESET", "TCPCHAT_STATUS_INTERNAL",  "TCPCHAT_STATUS_WOULD_BLOCK",
     };
     /* The documented, stable numbers. */
     static const tcpchat_status values[] = {
@@ -42,13 +44,13 @@ static void test_status_names(void)
         TCPCHAT_STATUS_PROTOCOL,    TCPCHAT_STATUS_ADDRESS_IN_USE,     TCPCHAT_STATUS_CONNECTION_REFUSED,
         TCPCHAT_STATUS_RESOLVE,     TCPCHAT_STATUS_CANCELLED,          TCPCHAT_STATUS_INTERRUPTED,
         TCPCHAT_STATUS_BUFFER_TOO_SMALL, TCPCHAT_STATUS_CALLBACK,     TCPCHAT_STATUS_SERVER_FULL,
-        TCPCHAT_STATUS_CONNECTION_RESET, TCPCHAT_STATUS_INTERNAL,
+        TCPCHAT_STATUS_CONNECTION_RESET, TCPCHAT_STATUS_INTERNAL,   TCPCHAT_STATUS_WOULD_BLOCK,
     };
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
         CHECK((int)values[i] == i);
         CHECK(strcmp(tcpchat_status_name(i), names[i]) == 0);
     }
-    CHECK(strcmp(tcpchat_status_name(17), "TCPCHAT_STATUS_UNKNOWN") == 0);
+    CHECK(strcmp(tcpchat_status_name(18), "TCPCHAT_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(tcpchat_status_name(-1), "TCPCHAT_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(tcpchat_status_name(INT32_MAX), "TCPCHAT_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(tcpchat_status_name(INT32_MIN), "TCPCHAT_STATUS_UNKNOWN") == 0);
@@ -670,6 +672,66 @@ static void test_access_lists(void)
     tcpchat_config_free(c);
 }
 
+static bool fd_readable(int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, ms) == 1;
+}
+
+/* The pollable descriptors and the non-blocking calls. */
+static void test_nonblocking(void)
+{
+    tcpchat_config *c = test_config(TCPCHAT_FRAMING_LINE);
+    uint16_t port = 0;
+    tcpchat_server *s = bind_any(c, &port);
+    int sfd = -1;
+    CHECK_OK(tcpchat_server_fd(s, &sfd));
+    CHECK(sfd >= 0);
+    tcpchat_conn *conn = NULL;
+    CHECK_ST(tcpchat_server_try_accept(s, &conn), TCPCHAT_STATUS_WOULD_BLOCK);
+    CHECK(!fd_readable(sfd, 0));
+    int peer = raw_connect(port);
+    CHECK(fd_readable(sfd, 10000));
+    CHECK_OK(tcpchat_server_try_accept(s, &conn));
+
+    int fd = -1;
+    CHECK_OK(tcpchat_conn_fd(conn, &fd));
+    CHECK(!fd_readable(fd, 0));
+    uint8_t buf[16];
+    size_t len = 99;
+    CHECK_ST(tcpchat_conn_try_recv(conn, buf, sizeof buf, &len), TCPCHAT_STATUS_WOULD_BLOCK);
+    CHECK_ERR("no complete message");
+    CHECK(raw_write_all(peer, "one\ntwo\n", 8));
+    CHECK(fd_readable(fd, 10000));
+    CHECK_OK(tcpchat_conn_try_recv(conn, buf, sizeof buf, &len));
+    CHECK_MSG(buf, len, "one");
+    CHECK(fd_readable(fd, 0)); /* "two" is buffered in the library */
+    CHECK_ST(tcpchat_conn_try_recv(conn, buf, 1, &len), TCPCHAT_STATUS_BUFFER_TOO_SMALL);
+    CHECK(len == 3);
+    CHECK_OK(tcpchat_conn_try_recv(conn, buf, sizeof buf, &len));
+    CHECK_MSG(buf, len, "two");
+    CHECK(!fd_readable(fd, 0));
+
+    CHECK_OK(tcpchat_conn_try_send(conn, (const uint8_t *)"hi", 2));
+    CHECK_OK(tcpchat_conn_try_flush(conn));
+    char got[3] = {0};
+    CHECK(raw_read_exact(peer, got, 3) && memcmp(got, "hi\n", 3) == 0);
+    CHECK_INVALID(tcpchat_conn_try_send(conn, (const uint8_t *)"a\nb", 3));
+    CHECK_INVALID(tcpchat_conn_fd(conn, NULL));
+    CHECK_INVALID(tcpchat_conn_fd(NULL, &fd));
+    CHECK_INVALID(tcpchat_server_fd(NULL, &fd));
+    CHECK_INVALID(tcpchat_server_try_accept(s, NULL));
+    CHECK_INVALID(tcpchat_conn_try_recv(conn, NULL, 4, &len));
+
+    shutdown(peer, SHUT_WR);
+    CHECK(fd_readable(fd, 10000));
+    CHECK_ST(tcpchat_conn_try_recv(conn, buf, sizeof buf, &len), TCPCHAT_STATUS_CLOSED);
+    close(peer);
+    tcpchat_conn_free(conn);
+    tcpchat_server_free(s);
+    tcpchat_config_free(c);
+}
+
 int main(void)
 {
     test_version();
@@ -686,5 +748,6 @@ int main(void)
     test_addresses();
     test_close();
     test_access_lists();
+    test_nonblocking();
     return finish();
 }
