@@ -1,0 +1,510 @@
+"""Connections: :func:`connect` and :class:`Connection`."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import enum
+import sys
+import threading
+from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Union
+
+from . import _ffi
+from ._callbacks import Address, ChatCallbacks, Message, NextMessage, OnMessage, SessionEnd, as_bytes
+from ._config import Config, Framing, c_config, merge, timeout_ms
+from ._errors import ClosedError, InterruptedError, InvalidArgumentError, check, from_status
+from ._handle import Handle, call, signal_checkpoint
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._config import ConfigOptions
+
+    ConnPtr = ctypes._Pointer[_ffi.tcpchat_conn]
+
+#: The receive buffer each connection starts with; it grows on demand to the
+#: largest message received (at most the max message size).
+INITIAL_RECV_BUFFER = 64 * 1024
+_SIZE_MAX = ctypes.c_size_t(-1).value
+
+
+# Set at interpreter exit after an uncaught KeyboardInterrupt: connections
+# still open then are closed without waiting for their peers, so Ctrl-C ends
+# the program at once instead of after each connection's close timeout.
+_fast_close = False
+_exit_hook_registered = False
+
+
+def _free_conn(ptr: "ConnPtr") -> None:
+    """Free a connection handle (the Handle's free function; it gets only
+    the pointer). Closes gracefully first, unless exiting after Ctrl-C."""
+    if _fast_close:
+        _ffi.tcpchat_conn_cancel(ptr)
+    _ffi.tcpchat_conn_free(ptr)
+
+
+def _at_exit() -> None:
+    global _fast_close
+    last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if isinstance(last, KeyboardInterrupt):
+        _fast_close = True
+
+
+def _register_exit_hook() -> None:
+    # Registered after the first weakref.finalize exists, so that it runs
+    # before finalize's own exit hook (atexit runs last-registered first).
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        atexit.register(_at_exit)
+
+
+class Role(enum.Enum):
+    """Which side of a chat session a connection plays."""
+
+    #: Sends first (the tutorial's server).
+    SERVER = _ffi.TCPCHAT_ROLE_SERVER
+    #: Receives first (the tutorial's client).
+    CLIENT = _ffi.TCPCHAT_ROLE_CLIENT
+
+
+def parse_role(role: Union[Role, str]) -> Role:
+    """A Role from itself or its name (``"server"``, ``"client"``)."""
+    if isinstance(role, Role):
+        return role
+    try:
+        return Role[str(role).upper()]
+    except KeyError:
+        raise InvalidArgumentError(f"unknown role {role!r} (expected server or client)") from None
+
+
+def check_port(port: int, lowest: int) -> int:
+    """A port number for the C API. The library checks the range (and says
+    so in its message); values that do not even fit a C int are refused here."""
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    if not -(2**31) <= port < 2**31:
+        raise InvalidArgumentError(f"port {port} is out of range ({lowest} to 65535)")
+    return port
+
+
+def encode_host(host: str) -> bytes:
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {type(host).__name__}")
+    if "\0" in host:
+        raise InvalidArgumentError("host must not contain NUL characters")
+    return host.encode("utf-8")
+
+
+def connect(
+    host: str, port: int, *, config: Optional[Config] = None, **options: "Unpack[ConfigOptions]"
+) -> "Connection":
+    """Connect to ``host``:``port`` and return the :class:`Connection`.
+
+    ``host`` is a name (every address it resolves to is tried), or an IPv4 or
+    IPv6 literal (``"::1"``). Settings come from ``config`` and the keyword
+    arguments (the fields of :class:`Config`, e.g. ``framing="frame"``,
+    ``read_timeout=5``), with the library's defaults for the rest.
+
+    Raises :class:`RefusedError` (nothing listens), :class:`ResolveError`,
+    :class:`TimeoutError` (connect timeout), :class:`InvalidArgumentError`
+    (port out of range, bad setting), :class:`NetworkError`.
+    """
+    cfg = merge(config, options)
+    c_host = encode_host(host)
+    c_port = check_port(port, 1)
+    out = ctypes.POINTER(_ffi.tcpchat_conn)()
+    with c_config(cfg) as c_cfg:
+        check(call(_ffi.tcpchat_conn_connect, c_host, c_port, c_cfg, ctypes.byref(out)))
+    return Connection._wrap(out, cfg)
+
+
+class Connection:
+    """One framed TCP connection, from :func:`connect` or :meth:`Server.accept`.
+
+    Messages are ``bytes`` (``str`` is accepted on send and encoded as
+    UTF-8). ``recv()`` returns ``None`` when the peer has closed and every
+    message it sent has been received; iterating over the connection yields
+    messages until then.
+
+    A connection is a context manager; it is closed gracefully on ``with``
+    exit, by :meth:`close`, or when garbage-collected (everything sent is
+    delivered first, and the close waits up to ``close_timeout`` for the peer
+    to close too). When a ``with`` block is left by KeyboardInterrupt or
+    SystemExit, or the program exits after an uncaught Ctrl-C, that wait is
+    skipped.
+
+    Threads: use a connection from one thread at a time. Concurrent calls are
+    safe but serialised: a :meth:`send` from another thread waits while a
+    :meth:`recv` is blocked, so one connection is not full-duplex across
+    threads. :meth:`cancel` may be called from any thread to stop a blocked
+    call. Blocking calls release the GIL. Ctrl-C interrupts a
+    blocked receive in the main thread (KeyboardInterrupt); a signal handler
+    that returns normally resumes the call.
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("use tcpchat.connect() or Server.accept() to get a Connection")
+
+    @classmethod
+    def _wrap(cls, ptr: "ConnPtr", config: Config) -> "Connection":
+        """A Connection owning the new handle ``ptr``."""
+        self = cls.__new__(cls)
+        self._setup(ptr, config)
+        return self
+
+    def _setup(self, ptr: "ConnPtr", config: Config) -> None:
+        self._handle: Handle[ConnPtr] = Handle(self, ptr, _free_conn, "connection")
+        _register_exit_hook()
+        self._config = config
+        self._read_timeout: Optional[float] = config.read_timeout
+        self._write_timeout: Optional[float] = config.write_timeout
+        self._recv_lock = threading.Lock()
+        self._buf: Optional[ctypes.Array[ctypes.c_uint8]] = None
+        self._cap = 0
+        self._n = ctypes.c_size_t(0)
+        self._lens: Optional[ctypes.Array[ctypes.c_size_t]] = None
+        self._peer: Optional[Address] = None
+        self._local: Optional[Address] = None
+        self._raw = config.framing is Framing.RAW
+
+    # ----- settings -------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The settings the connection was made with."""
+        return self._config
+
+    @property
+    def framing(self) -> Framing:
+        return self._config.framing
+
+    @property
+    def read_timeout(self) -> Optional[float]:
+        """Seconds a receive waits for a message (None = for ever); a
+        :class:`TimeoutError` leaves the connection usable."""
+        return self._read_timeout
+
+    @read_timeout.setter
+    def read_timeout(self, seconds: Optional[float]) -> None:
+        ms = timeout_ms("read_timeout", seconds)
+        with self._handle as ptr:
+            check(_ffi.tcpchat_conn_set_read_timeout_ms(ptr, ms))
+        self._read_timeout = seconds
+
+    @property
+    def write_timeout(self) -> Optional[float]:
+        """Seconds a send waits for the peer to make room (None = for ever)."""
+        return self._write_timeout
+
+    @write_timeout.setter
+    def write_timeout(self, seconds: Optional[float]) -> None:
+        ms = timeout_ms("write_timeout", seconds)
+        with self._handle as ptr:
+            check(_ffi.tcpchat_conn_set_write_timeout_ms(ptr, ms))
+        self._write_timeout = seconds
+
+    @property
+    def peer_address(self) -> Address:
+        """The peer's ``(host, port)``."""
+        if self._peer is None:
+            self._peer = self._address(_ffi.tcpchat_conn_peer_addr)
+        return self._peer
+
+    @property
+    def local_address(self) -> Address:
+        """This end's ``(host, port)``."""
+        if self._local is None:
+            self._local = self._address(_ffi.tcpchat_conn_local_addr)
+        return self._local
+
+    def _address(self, fn: "ctypes._NamedFuncPointer") -> Address:
+        buf = ctypes.create_string_buffer(_ffi.TCPCHAT_ADDR_MAX)
+        with self._handle as ptr:
+            check(fn(ptr, buf, len(buf), None))
+        return Address.parse(buf.value.decode("utf-8", "replace"))
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._handle.closed
+
+    # ----- sending --------------------------------------------------------
+
+    def send(self, msg: Message) -> None:
+        """Send one message and wait until the kernel has taken all of it.
+
+        Raises :class:`InvalidArgumentError` (a ``\\n`` in ``LINE`` framing)
+        or :class:`MessageTooLargeError` with nothing sent;
+        :class:`TimeoutError` (write timeout; the unsent rest stays queued),
+        :class:`ClosedError`, :class:`ResetError`, :class:`CancelledError`.
+        """
+        data = as_bytes(msg)
+        with self._handle as ptr:
+            if self._raw:
+                # Through the library's queue (not the direct raw write), so
+                # that an interrupted send can be finished by a flush.
+                lens = (ctypes.c_size_t * 1)(len(data))
+                status = _ffi.tcpchat_conn_send_packed(ptr, data, len(data), lens, 1)
+            else:
+                status = _ffi.tcpchat_conn_send(ptr, data, len(data))
+            self._finish_send(ptr, status)
+
+    def send_many(self, msgs: Iterable[Message]) -> None:
+        """Send every message of ``msgs`` in one library call, with as few
+        system calls as possible. All or nothing on refusal: if one message
+        is refused (too large, a newline in ``LINE`` framing) none is sent
+        and the error names its index."""
+        parts = [as_bytes(m) for m in msgs]
+        if not parts:
+            return
+        data = b"".join(parts)
+        lens = (ctypes.c_size_t * len(parts))(*map(len, parts))
+        with self._handle as ptr:
+            status = _ffi.tcpchat_conn_send_packed(ptr, data, len(data), lens, len(parts))
+            self._finish_send(ptr, status)
+
+    def _finish_send(self, ptr: "ConnPtr", status: int) -> None:
+        if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
+            # The message is encoded in the library's queue; what was not
+            # written yet stays there. Run the signal handlers (KeyboardInterrupt
+            # propagates), then finish with a flush (PEP 475).
+            signal_checkpoint()
+            status = call(_ffi.tcpchat_conn_flush, ptr)
+        check(status)
+
+    # ----- receiving ------------------------------------------------------
+
+    def _buffer(self, needed: int = 0) -> "ctypes.Array[ctypes.c_uint8]":
+        """The receive buffer, (re)allocated to hold at least ``needed`` bytes."""
+        buf = self._buf
+        if buf is None or needed > self._cap:
+            cap = max(needed, INITIAL_RECV_BUFFER)
+            buf = self._buf = (ctypes.c_uint8 * cap)()
+            self._cap = cap
+        return buf
+
+    def recv(self) -> Optional[bytes]:
+        """Receive the next message; ``None`` once the peer has closed and
+        every message it sent has been received.
+
+        Waits up to :attr:`read_timeout`. Raises :class:`TimeoutError` (the
+        connection stays usable), :class:`MessageTooLargeError` or
+        :class:`ProtocolError` (the peer broke the format; the connection is
+        closed), :class:`ResetError`, :class:`CancelledError`,
+        :class:`ClosedError` (closed locally or after an error).
+        """
+        with self._recv_lock, self._handle as ptr:
+            buf = self._buffer()
+            n = self._n
+            while True:
+                n.value = _SIZE_MAX
+                status = _ffi.tcpchat_conn_recv(ptr, buf, self._cap, ctypes.byref(n))
+                if status == _ffi.TCPCHAT_STATUS_OK:
+                    return ctypes.string_at(buf, n.value)
+                if status == _ffi.TCPCHAT_STATUS_BUFFER_TOO_SMALL:
+                    # The message stays queued: grow to its size and ask again.
+                    buf = self._buffer(n.value)
+                    continue
+                if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
+                    signal_checkpoint()
+                    continue
+                if status == _ffi.TCPCHAT_STATUS_CLOSED and n.value == 0:
+                    return None  # end of stream: the library wrote 0
+                raise from_status(status)
+
+    def recv_text(self, encoding: str = "utf-8", errors: str = "strict") -> Optional[str]:
+        """:meth:`recv`, decoded; ``None`` at end of stream."""
+        msg = self.recv()
+        return None if msg is None else msg.decode(encoding, errors)
+
+    def recv_many(self, max: int = 64) -> List[bytes]:  # noqa: A002 - the documented name
+        """Receive up to ``max`` messages in one library call: waits (up to
+        :attr:`read_timeout`) for the first, then takes every further one
+        already received. Returns an empty list at end of stream. Same errors
+        as :meth:`recv`."""
+        if isinstance(max, bool) or not isinstance(max, int) or max < 1:
+            raise InvalidArgumentError(f"max must be a positive int, got {max!r}")
+        with self._recv_lock, self._handle as ptr:
+            buf = self._buffer()
+            if self._lens is None or len(self._lens) < max:
+                self._lens = (ctypes.c_size_t * max)()
+            lens = self._lens
+            count = self._n
+            while True:
+                count.value = _SIZE_MAX
+                status = _ffi.tcpchat_conn_recv_many(
+                    ptr, buf, self._cap, lens, max, ctypes.byref(count)
+                )
+                if status == _ffi.TCPCHAT_STATUS_OK:
+                    sizes = lens[: count.value]
+                    blob = ctypes.string_at(buf, sum(sizes))
+                    out: List[bytes] = []
+                    at = 0
+                    for size in sizes:
+                        out.append(blob[at : at + size])
+                        at += size
+                    return out
+                if status == _ffi.TCPCHAT_STATUS_BUFFER_TOO_SMALL:
+                    buf = self._buffer(lens[0])
+                    continue
+                if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
+                    signal_checkpoint()
+                    continue
+                if status == _ffi.TCPCHAT_STATUS_CLOSED and count.value == 0:
+                    return []
+                raise from_status(status)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yield each message until the peer closes."""
+        while True:
+            msg = self.recv()
+            if msg is None:
+                return
+            yield msg
+
+    # ----- for event loops ------------------------------------------------
+
+    def fileno(self) -> int:
+        """A descriptor for select/selectors/``loop.add_reader``: readable
+        while :meth:`try_recv` can return without blocking (and, while output
+        is queued, while :meth:`try_flush` can make progress). Poll it for
+        reading only; it belongs to the connection (never close it)."""
+        fd = ctypes.c_int32(-1)
+        with self._handle as ptr:
+            check(_ffi.tcpchat_conn_fd(ptr, ctypes.byref(fd)))
+        return fd.value
+
+    def try_recv(self) -> Optional[bytes]:
+        """:meth:`recv` without waiting: the next message, ``None`` at end of
+        stream, or :class:`WouldBlockError` (a :class:`BlockingIOError`) when
+        no complete message has arrived yet."""
+        with self._recv_lock, self._handle as ptr:
+            buf = self._buffer()
+            n = self._n
+            while True:
+                n.value = _SIZE_MAX
+                status = _ffi.tcpchat_conn_try_recv(ptr, buf, self._cap, ctypes.byref(n))
+                if status == _ffi.TCPCHAT_STATUS_OK:
+                    return ctypes.string_at(buf, n.value)
+                if status == _ffi.TCPCHAT_STATUS_BUFFER_TOO_SMALL:
+                    buf = self._buffer(n.value)
+                    continue
+                if status == _ffi.TCPCHAT_STATUS_CLOSED and n.value == 0:
+                    return None
+                raise from_status(status)
+
+    def try_send(self, msg: Message) -> None:
+        """Send one message without waiting for the peer: it is accepted and
+        sent as far as the socket takes it (the rest is queued for
+        :meth:`try_flush`), or, when earlier output is still stuck, refused
+        with :class:`WouldBlockError`."""
+        data = as_bytes(msg)
+        with self._handle as ptr:
+            check(_ffi.tcpchat_conn_try_send(ptr, data, len(data)))
+
+    def try_flush(self) -> bool:
+        """Send queued output as far as the socket takes it now; True when
+        all of it went, False when some is still queued."""
+        with self._handle as ptr:
+            status = _ffi.tcpchat_conn_try_flush(ptr)
+        if status == _ffi.TCPCHAT_STATUS_WOULD_BLOCK:
+            return False
+        check(status)
+        return True
+
+    # ----- the chat session -----------------------------------------------
+
+    def run_session(
+        self,
+        role: Union[Role, str],
+        next_message: NextMessage,
+        on_message: OnMessage,
+    ) -> SessionEnd:
+        """Run one turn-based chat session as ``role`` until either side
+        sends the end word or the peer closes; return how it ended.
+
+        ``next_message()`` returns the next message to send (bytes or str),
+        or ``None`` to end the session (the end word is sent).
+        ``on_message(msg)`` gets each message received (never the end word).
+        Both run on this thread. An exception they raise ends the session and
+        is re-raised here with its traceback. The connection stays open.
+        """
+        r = parse_role(role)
+        cbs = ChatCallbacks(next_message, on_message)
+        end = ctypes.c_int(0)
+        with self._handle as ptr:
+            try:
+                status = _ffi.tcpchat_conn_run_session(
+                    ptr, r.value, ctypes.byref(cbs.struct), ctypes.byref(end)
+                )
+                message = _ffi.last_error_message() if status else ""
+            finally:
+                cbs.release()
+        cbs.raise_pending()
+        if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
+            signal_checkpoint()  # KeyboardInterrupt, if that is what it was
+            raise InterruptedError(message)
+        if status != _ffi.TCPCHAT_STATUS_OK:
+            raise from_status(status, message)
+        return SessionEnd(end.value)
+
+    # ----- ending ---------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop this connection's blocked call from any thread: it raises
+        :class:`CancelledError`, and so does every later blocking call (close
+        the connection next). Safe at any time, any number of times."""
+        try:
+            with self._handle as ptr:
+                check(_ffi.tcpchat_conn_cancel(ptr))
+        except ClosedError:
+            if not self._handle.closed:
+                raise
+
+    def shutdown_write(self) -> None:
+        """Send what is queued, then shut down the write half: the peer reads
+        end of stream after our last message; we can still receive."""
+        with self._handle as ptr:
+            check(call(_ffi.tcpchat_conn_shutdown_write, ptr))
+
+    def close(self) -> None:
+        """Close gracefully (send what is queued, shut down the write half,
+        wait up to ``close_timeout`` for the peer to finish) and free the
+        connection. Idempotent. Raises the error of the final send, if any.
+
+        A call blocked in another thread is not interrupted (use
+        :meth:`cancel` first); the close waits for it.
+        """
+        if self._handle.closed:
+            return
+        try:
+            with self._handle as ptr:
+                status = _ffi.tcpchat_conn_close(ptr)
+                message = _ffi.last_error_message() if status else ""
+        finally:
+            self._handle.close()
+        if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
+            signal_checkpoint()
+        if status not in (_ffi.TCPCHAT_STATUS_OK, _ffi.TCPCHAT_STATUS_CLOSED):
+            raise from_status(status, message)
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(
+        self, exc_type: Optional[type], exc: Optional[BaseException], tb: object
+    ) -> None:
+        if exc is not None and not isinstance(exc, Exception):
+            # KeyboardInterrupt, SystemExit: the program is leaving; close
+            # without waiting for the peer (what was sent is still sent).
+            self.cancel()
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._handle.closed:
+            return "<tcpchat.Connection closed>"
+        try:
+            return f"<tcpchat.Connection {self.local_address} -> {self.peer_address} {self.framing.name}>"
+        except Exception:
+            return "<tcpchat.Connection>"

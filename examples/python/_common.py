@@ -1,0 +1,134 @@
+"""What the Python example programs share (like examples/common for Rust):
+finding the tcpchat package, the command-line flags, and a chat handler that
+talks to the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NoReturn, Optional
+
+try:
+    import tcpchat
+except ImportError as first_error:
+    # Not installed: use the package in this repository (bindings/python),
+    # which finds target/release/libtcpchat.so after `cargo build --release`.
+    _bindings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bindings", "python")
+    sys.path.insert(0, os.path.normpath(_bindings))
+    try:
+        import tcpchat
+    except ImportError as e:
+        if getattr(e, "name", None) == "tcpchat":
+            raise first_error from None
+        raise
+
+__all__ = ["tcpchat", "parser", "server_config", "Stdio", "die", "stderr_logger", "eprint"]
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"bad port {text!r} (0 to 65535)")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return n
+
+
+def parser(prog: str, description: str, *, listen: bool, once: bool = False,
+           max_clients: bool = False) -> argparse.ArgumentParser:
+    """The flags of the examples, as in the Rust and C ones (CONTRACT.md).
+    A bad flag prints the usage and exits 2 (argparse does that)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on" if listen else
+                   "server to connect to: a name, an IPv4 or an IPv6 address"
+                   " (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080,
+                   help="port to listen on; 0 picks a free one (default 8080)" if listen else
+                   "server port (default 8080)")
+    p.add_argument("--framing", choices=["raw", "line", "frame"], default="line",
+                   help="wire format (default line)")
+    if once:
+        p.add_argument("--once", action="store_true",
+                       help="exit after the first client instead of waiting for the next")
+    if max_clients:
+        p.add_argument("--max-clients", type=_positive, default=None,
+                       help="clients served at once; one more is told the server is full"
+                       " (default 1024)")
+    if listen:
+        p.add_argument("--allow", action="append", default=[], metavar="RANGES",
+                       help="accept only these addresses/CIDR ranges (comma-separated; repeatable)")
+        p.add_argument("--deny", action="append", default=[], metavar="RANGES",
+                       help="refuse these addresses/CIDR ranges (deny wins over allow)")
+    return p
+
+
+def server_config(p: argparse.ArgumentParser, args: argparse.Namespace,
+                  **options: Any) -> tcpchat.Config:
+    """The settings of a server example's flags, checked by the library: a
+    range that does not parse is a usage error (exit 2)."""
+    config = tcpchat.Config(
+        framing=tcpchat.Framing.parse(args.framing),
+        allow=tuple(r for flag in args.allow for r in tcpchat.Config(allow=flag).allow),
+        deny=tuple(r for flag in args.deny for r in tcpchat.Config(deny=flag).deny),
+        **options,
+    )
+    try:
+        config.validate()
+    except tcpchat.InvalidArgumentError as e:
+        p.error(str(e))
+    return config
+
+
+def eprint(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def stderr_logger(level: tcpchat.LogLevel, message: str) -> None:
+    """The library's log records as `tcpchat: LEVEL: message` lines on stderr."""
+    eprint(f"tcpchat: {level.name.lower()}: {message}")
+
+
+def die(program: str, error: BaseException) -> NoReturn:
+    """Print a fatal error to stderr and exit 1."""
+    eprint(f"{program}: {error}")
+    sys.exit(1)
+
+
+class Stdio:
+    """A chat handler for a terminal or a pipe: each message to send is the
+    next line of stdin (its end says BYE); each received one is printed on
+    stdout as `PEER: MSG`. The prompt goes to stderr, only on a terminal."""
+
+    def __init__(self, peer: str, prompt: str) -> None:
+        self.peer = peer
+        self.prompt = prompt if sys.stdin.isatty() else None
+
+    def next_message(self) -> Optional[bytes]:
+        if self.prompt:
+            sys.stderr.write(self.prompt)
+            sys.stderr.flush()
+        line = sys.stdin.buffer.readline()
+        if not line:
+            return None  # stdin's end: the session sends BYE
+        line = line[:-1] if line.endswith(b"\n") else line
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def on_message(self, msg: bytes) -> None:
+        # A raw peer such as nc sends its newline too: do not print it twice.
+        msg = msg[:-1] if msg.endswith(b"\n") else msg
+        msg = msg[:-1] if msg.endswith(b"\r") else msg
+        sys.stdout.write(f"{self.peer}: {msg.decode('utf-8', 'replace')}\n")
+        sys.stdout.flush()
