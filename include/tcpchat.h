@@ -299,9 +299,10 @@ typedef struct {
      * `TCPCHAT_STATUS_OK` when the session ended normally, with `end` saying
      * how; otherwise the session failed with that status (and `end` is
      * meaningless) and `tcpchat_last_error_message()` describes it. `peer`
-     * is valid only during the call.
+     * is valid only during the call. Return 0 to go on to the next client,
+     * non-zero to end the serve loop with `TCPCHAT_STATUS_CALLBACK`.
      */
-    void (*on_end)(void *user_data, const char *peer, tcpchat_status status, tcpchat_session_end end);
+    int (*on_end)(void *user_data, const char *peer, tcpchat_status status, tcpchat_session_end end);
 } tcpchat_chat_callbacks;
 
 /**

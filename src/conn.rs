@@ -194,8 +194,7 @@ impl Conn {
     /// Receive the next message and hand it to `f` without copying it; the
     /// slice is only valid during the call. Same results as [`Conn::recv`].
     pub fn recv_with<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
-        let deadline = sys::deadline(self.read_timeout);
-        match self.next_located(deadline)? {
+        match self.next_located(Deadline::after(self.read_timeout))? {
             None => Ok(None),
             Some(at) => {
                 let t = f(self.decoder.message(&at));
@@ -213,8 +212,7 @@ impl Conn {
     /// a big enough buffer. `Ok(None)` means the peer closed. Allocates
     /// nothing in the steady state.
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
-        let deadline = sys::deadline(self.read_timeout);
-        match self.next_located(deadline)? {
+        match self.next_located(Deadline::after(self.read_timeout))? {
             None => Ok(None),
             Some(at) => {
                 let msg = self.decoder.message(&at);
@@ -242,9 +240,8 @@ impl Conn {
         if max == 0 {
             return Ok(0);
         }
-        let deadline = sys::deadline(self.read_timeout);
         let mut n = 0;
-        let mut next = self.next_located(deadline)?;
+        let mut next = self.next_located(Deadline::after(self.read_timeout))?;
         while let Some(at) = next {
             if !f(self.decoder.message(&at)) {
                 break;
@@ -254,7 +251,12 @@ impl Conn {
             if n == max {
                 break;
             }
-            next = self.try_next_located()?;
+            // The decoder's inlined fast path first; a read only when the
+            // buffer holds no further complete message.
+            next = match self.decoder.peek() {
+                Ok(Some(at)) => Some(at),
+                _ => self.try_next_located()?,
+            };
         }
         self.sync_poll();
         Ok(n)
@@ -282,7 +284,7 @@ impl Conn {
     }
 
     /// Block until a complete message is buffered (or end of stream).
-    fn next_located(&mut self, deadline: Option<Instant>) -> Result<Option<Located>> {
+    fn next_located(&mut self, mut deadline: Deadline) -> Result<Option<Located>> {
         self.check_usable()?;
         loop {
             match self.decoder.peek() {
@@ -298,12 +300,12 @@ impl Conn {
                 // The last read emptied the socket: wait for readiness first
                 // instead of a read that would fail with EAGAIN (one system
                 // call fewer per message on request/response traffic).
-                self.wait(false, deadline, "waiting for a message")?;
+                self.wait(false, deadline.instant(), "waiting for a message")?;
             }
             match self.decoder.read_from(&mut self.stream) {
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait(false, deadline, "waiting for a message")?
+                    self.wait(false, deadline.instant(), "waiting for a message")?
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.fail_io("reading", e)),
@@ -314,6 +316,9 @@ impl Conn {
     // ----- sending -------------------------------------------------------
 
     /// Send one message and wait until the kernel has taken all of it.
+    ///
+    /// On a timeout, a cancel or a signal ([`Error::Interrupted`]) the part
+    /// not yet sent stays queued: a later [`Conn::flush`] (or send) sends it.
     ///
     /// Refuses, with nothing sent, a message over the maximum message size
     /// ([`Error::MessageTooLarge`]) or, in `line` framing, containing a
@@ -384,7 +389,7 @@ impl Conn {
             return Ok(());
         }
         self.check_writable()?;
-        let deadline = if block { sys::deadline(self.write_timeout) } else { None };
+        let mut deadline = Deadline::after(if block { self.write_timeout } else { None });
         let mut sent = 0;
         let result = loop {
             if sent == self.wbuf.len() {
@@ -401,7 +406,7 @@ impl Conn {
                             self.peer
                         )));
                     }
-                    if let Err(e) = self.wait(true, deadline, "sending") {
+                    if let Err(e) = self.wait(true, deadline.instant(), "sending") {
                         break Err(e);
                     }
                 }
@@ -418,13 +423,18 @@ impl Conn {
     }
 
     fn write_all_direct(&mut self, mut data: &[u8]) -> Result<()> {
-        let deadline = sys::deadline(self.write_timeout);
+        let mut deadline = Deadline::after(self.write_timeout);
         while !data.is_empty() {
             match self.stream.write(data) {
                 Ok(0) => return Err(Error::Closed(format!("{} stopped accepting data", self.peer))),
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait(true, deadline, "sending")?
+                    if let Err(e) = self.wait(true, deadline.instant(), "sending") {
+                        // A timeout, cancel or signal: keep the unsent rest
+                        // queued, as flush does, so nothing is silently cut.
+                        self.wbuf.extend_from_slice(data);
+                        return Err(e);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.fail_io("sending", e)),
@@ -544,8 +554,7 @@ impl Conn {
     /// received so far back in the same framing, with one flush. Returns how
     /// many messages were echoed; 0 means end of stream.
     pub(crate) fn echo_step(&mut self, timeout: Option<Duration>) -> Result<usize> {
-        let deadline = sys::deadline(timeout);
-        let mut next = self.next_located(deadline)?;
+        let mut next = self.next_located(Deadline::after(timeout))?;
         let mut n = 0;
         while let Some(at) = next {
             n += 1;
@@ -623,9 +632,9 @@ impl Conn {
                     // so stopping a service never waits out a close timeout.
                     let mut cancels: Vec<&Canceller> = vec![&self.cancel];
                     cancels.extend(self.shutdown.as_ref());
+                    // A signal (Ctrl-C) ends the wait too: the program wants out.
                     match sys::wait(self.stream.as_raw_fd(), false, &cancels, deadline) {
                         Ok(Ready::Io) => continue,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         _ => return,
                     }
                 }
@@ -709,6 +718,26 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         let _ = self.close_inner();
+    }
+}
+
+/// The deadline of one blocking call, read from the clock only when the call
+/// first has to wait: a receive that finds its message already buffered (the
+/// common case when messages stream in) costs no clock read.
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    timeout: Option<Duration>,
+    at: Option<Option<Instant>>,
+}
+
+impl Deadline {
+    fn after(timeout: Option<Duration>) -> Deadline {
+        Deadline { timeout, at: None }
+    }
+
+    fn instant(&mut self) -> Option<Instant> {
+        let timeout = self.timeout;
+        *self.at.get_or_insert_with(|| sys::deadline(timeout))
     }
 }
 

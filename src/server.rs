@@ -155,10 +155,11 @@ impl Server {
     /// Like [`Server::accept`], waiting at most `timeout`
     /// ([`Error::Timeout`] when no client came).
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Conn> {
-        self.accept_until(sys::deadline(Some(timeout)), true)
+        self.accept_until(Some(timeout), true)
     }
 
-    fn accept_until(&self, deadline: Option<std::time::Instant>, block: bool) -> Result<Conn> {
+    fn accept_until(&self, timeout: Option<Duration>, block: bool) -> Result<Conn> {
+        let deadline = sys::deadline(timeout);
         loop {
             if self.shutdown.is_cancelled() {
                 return Err(Error::Cancelled(format!("the server on {} was shut down", self.local)));
@@ -193,7 +194,7 @@ impl Server {
                         Ok(Ready::TimedOut) => {
                             return Err(Error::Timeout {
                                 op: format!("waiting for a client on {}", self.local),
-                                after: Duration::ZERO,
+                                after: timeout.unwrap_or_default(),
                             })
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {

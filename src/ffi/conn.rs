@@ -175,16 +175,31 @@ pub unsafe extern "C" fn tcpchat_conn_send_many(
     count: usize,
 ) -> Status {
     guard(|| {
-        let mut parts = Vec::with_capacity(count);
-        if count > 0 {
+        let (ptrs, lens): (&[*const u8], &[usize]) = if count == 0 {
+            (&[], &[])
+        } else {
             arg_nonnull(msgs, "msgs")?;
             arg_nonnull(lens, "lens")?;
-            let ptrs = std::slice::from_raw_parts(msgs, count);
-            let lens = std::slice::from_raw_parts(lens, count);
-            for (i, (&p, &n)) in ptrs.iter().zip(lens).enumerate() {
-                parts.push(arg_bytes(p, n, &format!("msgs[{i}]"))?);
+            (std::slice::from_raw_parts(msgs, count), std::slice::from_raw_parts(lens, count))
+        };
+        // Check every message first (nothing allocated on the way: the
+        // message naming the bad index is only formatted on failure), then
+        // hand the messages to send_many as an iterator, without collecting
+        // them into a Vec.
+        for (i, (&p, &n)) in ptrs.iter().zip(lens).enumerate() {
+            if (p.is_null() && n != 0) || n > isize::MAX as usize {
+                arg_bytes(p, n, &format!("msgs[{i}]"))?;
             }
         }
+        let parts = ptrs.iter().zip(lens).map(|(&p, &n)| {
+            if p.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: checked above: non-NULL and within isize::MAX; the
+                // caller guarantees `n` readable bytes at `p` for the call.
+                std::slice::from_raw_parts(p, n)
+            }
+        });
         with_conn(conn, |c| c.send_many(parts))
     })
 }

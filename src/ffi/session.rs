@@ -43,9 +43,10 @@ pub struct tcpchat_chat_callbacks {
     /// `TCPCHAT_STATUS_OK` when the session ended normally, with `end` saying
     /// how; otherwise the session failed with that status (and `end` is
     /// meaningless) and `tcpchat_last_error_message()` describes it. `peer`
-    /// is valid only during the call.
+    /// is valid only during the call. Return 0 to go on to the next client,
+    /// non-zero to end the serve loop with `TCPCHAT_STATUS_CALLBACK`.
     pub on_end: Option<
-        unsafe extern "C" fn(user_data: *mut c_void, peer: *const c_char, status: Status, end: SessionEnd),
+        unsafe extern "C" fn(user_data: *mut c_void, peer: *const c_char, status: Status, end: SessionEnd) -> c_int,
     >,
 }
 
@@ -66,7 +67,7 @@ pub(crate) struct CallbackHandler {
     next: NextFn,
     on_message: MessageFn,
     on_connect: Option<unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int>,
-    on_end: Option<unsafe extern "C" fn(*mut c_void, *const c_char, Status, SessionEnd)>,
+    on_end: Option<unsafe extern "C" fn(*mut c_void, *const c_char, Status, SessionEnd) -> c_int>,
 }
 
 impl CallbackHandler {
@@ -141,7 +142,10 @@ impl ChatHandler for CallbackHandler {
                 Err(e) => (super::boundary::set_last_error(e), SessionEnd::PeerClosed),
             };
             // SAFETY: as above.
-            unsafe { f(self.user_data, p.as_ptr(), status, end) };
+            let rc = unsafe { f(self.user_data, p.as_ptr(), status, end) };
+            if rc != 0 {
+                return Err(Error::Callback(format!("on_end returned {rc}")));
+            }
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ struct script {
     int fail_next_at;    /* next_message call (1-based) that returns non-zero; 0 = never */
     int fail_message_at; /* on_message call that returns non-zero */
     int fail_connect;    /* on_connect returns non-zero */
+    int fail_end;        /* on_end returns non-zero */
     int next_calls, message_calls;
     /* serve_chat hooks */
     int connects, ends;
@@ -75,7 +76,7 @@ static int on_connect(void *user_data, const char *peer)
     return s->fail_connect;
 }
 
-static void on_end(void *user_data, const char *peer, tcpchat_status status, tcpchat_session_end end)
+static int on_end(void *user_data, const char *peer, tcpchat_status status, tcpchat_session_end end)
 {
     struct script *s = user_data;
     s->ends++;
@@ -83,6 +84,7 @@ static void on_end(void *user_data, const char *peer, tcpchat_status status, tcp
     s->end_status = status;
     s->end_kind = end;
     snprintf(s->end_error, sizeof s->end_error, "%s", status ? tcpchat_last_error_message() : "");
+    return s->fail_end;
 }
 
 static tcpchat_chat_callbacks callbacks_for(struct script *s)
@@ -346,6 +348,7 @@ struct serve {
     struct script script;
     bool once;
     tcpchat_status status;
+    char error[256]; /* the serving thread's last error message after the loop */
 };
 
 static void *run_serve(void *arg)
@@ -353,6 +356,7 @@ static void *run_serve(void *arg)
     struct serve *sv = arg;
     tcpchat_chat_callbacks cb = callbacks_for(&sv->script);
     sv->status = tcpchat_server_serve_chat(sv->server, &cb, sv->once);
+    snprintf(sv->error, sizeof sv->error, "%s", tcpchat_last_error_message());
     return NULL;
 }
 
@@ -439,7 +443,7 @@ static void test_serve_chat_failing_callbacks(void)
     static const char *const srv_out[] = {"welcome", "more", NULL};
     static const char *const cli_out[] = {"a", "b", NULL};
     tcpchat_config *c = test_config(TCPCHAT_FRAMING_LINE);
-    for (int which = 0; which < 3; which++) {
+    for (int which = 0; which < 4; which++) {
         struct serve sv = {0};
         uint16_t port;
         sv.server = bind_any(c, &port);
@@ -448,8 +452,10 @@ static void test_serve_chat_failing_callbacks(void)
             sv.script.fail_connect = 5;
         else if (which == 1)
             sv.script.fail_message_at = 1;
-        else
+        else if (which == 2)
             sv.script.fail_next_at = 2;
+        else
+            sv.script.fail_end = 3; /* the session ends well; on_end stops the loop */
         sv.once = false; /* the failure, not once, must end the loop */
         pthread_t t = spawn(run_serve, &sv);
         struct script cli;
@@ -462,6 +468,10 @@ static void test_serve_chat_failing_callbacks(void)
         CHECK(sv.script.connects == 1);
         if (which == 0) {
             CHECK(sv.script.ends == 0); /* no session was started */
+        } else if (which == 3) {
+            CHECK(sv.script.ends == 1);
+            CHECK_OK(sv.script.end_status);
+            CHECK(strstr(sv.error, "on_end returned 3") != NULL);
         } else {
             CHECK(sv.script.ends == 1);
             CHECK_ST(sv.script.end_status, TCPCHAT_STATUS_CALLBACK);

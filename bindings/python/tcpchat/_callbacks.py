@@ -154,9 +154,9 @@ class ChatCallbacks:
             self.error = e
             return 1
 
-    def _c_on_end(self, _user_data: Optional[int], peer: Optional[bytes], status: int, end: int) -> None:
+    def _c_on_end(self, _user_data: Optional[int], peer: Optional[bytes], status: int, end: int) -> int:
         if self.error is not None:
-            return
+            return 1
         try:
             # On a failure, the library set this thread's last error message
             # just before calling us.
@@ -165,11 +165,11 @@ class ChatCallbacks:
             )
             assert self._on_end is not None
             self._on_end(Address.parse((peer or b"").decode("utf-8", "replace")), outcome)
+            return 0
         except BaseException as e:  # noqa: B036
-            # on_end cannot fail the loop by itself (it returns void); the
-            # next callback sees self.error and ends it, and the caller
-            # re-raises it in any case.
+            # Non-zero ends the serve loop; the caller re-raises the error.
             self.error = e
+            return 1
 
     def raise_pending(self) -> None:
         """Re-raise the exception a callback raised, if any, with its traceback."""

@@ -162,9 +162,9 @@ next_message_fn = CFUNCTYPE(c_int, c_void_p, POINTER(c_char_p), POINTER(c_size_t
 on_message_fn = CFUNCTYPE(c_int, c_void_p, POINTER(c_uint8), c_size_t)
 # int (*on_connect)(void *user_data, const char *peer);
 on_connect_fn = CFUNCTYPE(c_int, c_void_p, c_char_p)
-# void (*on_end)(void *user_data, const char *peer, tcpchat_status status,
-#                tcpchat_session_end end);
-on_end_fn = CFUNCTYPE(None, c_void_p, c_char_p, tcpchat_status, tcpchat_session_end)
+# int (*on_end)(void *user_data, const char *peer, tcpchat_status status,
+#               tcpchat_session_end end);
+on_end_fn = CFUNCTYPE(c_int, c_void_p, c_char_p, tcpchat_status, tcpchat_session_end)
 
 
 class tcpchat_chat_callbacks(Structure):

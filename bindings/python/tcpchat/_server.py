@@ -190,10 +190,9 @@ class Server:
         cbs = ChatCallbacks(next_message, on_message, on_connect, on_end)
         with self._handle as ptr:
             try:
-                # One library call per client (its `once` mode), looping here:
-                # so an exception raised by on_end, which the library cannot
-                # see (the C callback returns void), ends the loop at once
-                # instead of at the next client.
+                # One library call per client (its `once` mode), looping here,
+                # so that a signal handler that returns normally (PEP 475)
+                # resumes the loop at the next client instead of ending it.
                 while True:
                     status = _ffi.tcpchat_server_serve_chat(ptr, ctypes.byref(cbs.struct), True)
                     message = _ffi.last_error_message() if status else ""
