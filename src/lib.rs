@@ -41,6 +41,7 @@ pub mod echo;
 pub mod error;
 pub mod framing;
 pub mod log;
+pub mod room;
 pub mod session;
 
 mod client;
@@ -56,6 +57,7 @@ pub use conn::Conn;
 pub use echo::EchoStats;
 pub use error::{Error, Result, Status};
 pub use log::LogLevel;
+pub use room::{LeaveReason, Room, RoomConfig, RoomEvent, RoomHandle, RoomStats};
 pub use server::{Server, ShutdownHandle};
 pub use session::{handler, run_session, ChatHandler, Role, SessionEnd};
 pub use sys::Canceller;

@@ -1,0 +1,716 @@
+//! The chat room: many clients at once, every line broadcast to the others.
+//!
+//! [`Room::bind`] listens; [`Room::run`] serves on the calling thread, or
+//! [`Room::start`] serves on a library thread; [`RoomHandle::post`] and
+//! [`RoomHandle::shutdown`] work from any thread. One thread serves every
+//! client through an event loop over non-blocking sockets (`mio`, epoll on
+//! Linux), so a room holds thousands of clients; an idle client costs about
+//! a kilobyte, since buffers exist only while there is data.
+//!
+//! # The protocol
+//!
+//! Line framing (the `\n` ends a line; a `\r` before it is dropped), so `nc`
+//! and `telnet` can join. Every line the room writes ends with `\n`.
+//!
+//! | a client sends | what happens |
+//! | --- | --- |
+//! | `TEXT` | every *other* client gets `NAME: TEXT` (the sender gets nothing back) |
+//! | an empty line | ignored |
+//! | `//TEXT` | sent as the message `/TEXT` |
+//! | `/nick NAME` | renamed: the client gets `* you are now known as NAME`, the others `* OLD is now known as NAME`. Refused with a notice to that client alone: `error: the name NAME is taken` (names are unique ignoring case), `error: invalid name "NAME": use 1 to 32 letters, digits, _ or -`, `error: usage: /nick NAME` |
+//! | `/who` | that client gets `* N online: NAME, NAME, ...` (in the order they joined; cut short with `, and K more` past 8 KiB) |
+//! | `/help` | that client gets `* commands: /nick NAME, /who, /quit; ...` |
+//! | `/quit` | that client gets `* bye` and is closed; the others get `* NAME left` |
+//! | any other `/WORD` | that client gets `error: unknown command /WORD (commands: /nick NAME, /who, /quit)` |
+//! | a line that is not UTF-8 | that client gets `error: your line is not valid UTF-8; it was not sent`; it stays |
+//! | a line over [`Config::max_message_size`] | that client gets `error: line longer than MAX bytes; closing` and is closed |
+//!
+//! Command names are case-insensitive. A client joins as `guest1`,
+//! `guest2`, ... (a free name), and is greeted with
+//! `* welcome, you are NAME (commands: /nick NAME, /who, /quit)`; the
+//! others get `* NAME joined`. When a member leaves, the others get
+//! `* NAME left` (it quit or closed), `* NAME left (connection lost)`,
+//! `* NAME was dropped (too slow to read)`, `* NAME was dropped (idle for too long)`
+//! or `* NAME was dropped (line too long)`. [`RoomHandle::post`] sends
+//! `* TEXT` to everyone. A client over [`Config::max_clients`] gets
+//! `error: server full (MAX clients); try again later` and is closed.
+//! On shutdown every client gets `* server shutting down` and is closed.
+//!
+//! Lines from one sender reach each receiver in the order sent, none lost
+//! and none doubled, as long as the receiver stays in the room. A delivered
+//! message is the sender's name, `: ` and the text, so it can be up to 34
+//! bytes longer than [`Config::max_message_size`].
+//!
+//! # Limits
+//!
+//! * **Slow readers**: each client has an outgoing queue of at most
+//!   [`RoomConfig::queue_limit`] bytes (the lines it has not read yet, beyond
+//!   what the kernel's socket buffers hold). When a line would overflow it,
+//!   the client is dropped (closed at once) and the others get
+//!   `* NAME was dropped (too slow to read)`. The room never waits for a
+//!   client.
+//! * **Idle clients**: a member that sends no complete line for
+//!   [`Config::idle_timeout`] (nothing at all, or part of a line, as a
+//!   slowloris attack does) gets `error: no complete line for T; closing`
+//!   (`T` as Rust prints a duration: `300s`, `500ms`) and is closed. The
+//!   check runs every tenth of the timeout (and at least every second), so a
+//!   client goes at most that much later than due.
+//! * **Closing**: a client being closed gets its queued lines, then the write
+//!   half is shut down and what it still sends is read and dropped until it
+//!   closes, for at most [`Config::close_timeout`].
+//! * **Memory**: a client's incoming partial line is held up to
+//!   [`Config::max_message_size`]; its outgoing queue up to
+//!   [`RoomConfig::queue_limit`] plus one line. Both are freed when empty.
+//!
+//! * **Access**: the rules of [`crate::access`] apply the moment a client is
+//!   accepted, as on every server: a peer refused by [`Config::deny`],
+//!   [`Config::allow`] or [`Config::max_per_address`] is closed at once,
+//!   without a byte, and never joins.
+//!
+//! The room uses [`Config::max_message_size`], [`Config::idle_timeout`],
+//! [`Config::close_timeout`], [`Config::max_clients`], [`Config::allow`],
+//! [`Config::deny`], [`Config::max_per_address`], [`Config::nodelay`] and
+//! [`Config::backlog`]; [`Config::framing`] must be [`Framing::Line`].
+//!
+//! ```no_run
+//! use tcpchat::{Config, Room, RoomEvent};
+//!
+//! let room = Room::bind("127.0.0.1", 0, Config::default())?;
+//! eprintln!("listening on {}", room.local_addr());
+//! room.on_event(|event| {
+//!     if let RoomEvent::Message { name, text, .. } = event {
+//!         println!("{name}: {text}");
+//!     }
+//! })?;
+//! room.start()?;
+//! room.post("welcome to the room")?;
+//! // ... later, from any thread:
+//! room.shutdown();
+//! # Ok::<(), tcpchat::Error>(())
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{JoinHandle, ThreadId};
+
+use crate::config::{Config, Framing};
+use crate::error::{Error, Result};
+use crate::log::{log_at, LogLevel};
+use crate::sys;
+
+mod engine;
+mod text;
+
+use engine::Engine;
+
+/// The default [`RoomConfig::queue_limit`]: 256 KiB. (Not public: cbindgen
+/// would put a public constant in the C header.)
+const DEFAULT_QUEUE_LIMIT: usize = 256 * 1024;
+
+/// Settings of a [`Room`]: the shared [`Config`] plus what only a room has.
+///
+/// Built from a `Config` with `RoomConfig::from(config)` (or `.into()`;
+/// [`Room::bind`] takes either).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomConfig {
+    /// Limits shared with the other services; see the [module
+    /// documentation](self) for the fields the room uses.
+    pub config: Config,
+    /// The most bytes a client's outgoing queue may hold (lines waiting for
+    /// the client to read them, beyond the kernel's socket buffers); one more
+    /// line drops the client as too slow. A line reaching an empty queue is
+    /// always accepted, whatever its size. Default: 256 KiB.
+    /// Must be at least 1.
+    pub queue_limit: usize,
+}
+
+impl Default for RoomConfig {
+    fn default() -> RoomConfig {
+        RoomConfig::from(Config::default())
+    }
+}
+
+impl From<Config> for RoomConfig {
+    fn from(config: Config) -> RoomConfig {
+        RoomConfig {
+            config,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+        }
+    }
+}
+
+impl RoomConfig {
+    /// Set [`RoomConfig::queue_limit`].
+    pub fn with_queue_limit(mut self, bytes: usize) -> RoomConfig {
+        self.queue_limit = bytes;
+        self
+    }
+
+    /// Check that every value can work ([`Config::validate`], line framing, a
+    /// positive queue limit); the error names the first that cannot.
+    pub fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        if self.config.framing != Framing::Line {
+            return Err(Error::invalid(format!(
+                "the room speaks line framing only, not {}",
+                self.config.framing
+            )));
+        }
+        if self.queue_limit == 0 {
+            return Err(Error::invalid("queue_limit must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Why a member left the room (in [`RoomEvent::Leave`]). The numbers are
+/// stable, for the C API.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeaveReason {
+    /// It sent `/quit`.
+    Quit = 0,
+    /// It closed the connection.
+    Closed = 1,
+    /// The connection failed (reset by the peer, or another I/O error).
+    Lost = 2,
+    /// Its outgoing queue overflowed: it did not read fast enough.
+    SlowReader = 3,
+    /// It sent no complete line for [`Config::idle_timeout`].
+    IdleTimeout = 4,
+    /// It sent a line longer than [`Config::max_message_size`].
+    LineTooLong = 5,
+    /// The room shut down.
+    Shutdown = 6,
+}
+
+impl LeaveReason {
+    /// The reason's lowercase name: `"quit"`, `"closed"`, `"lost"`,
+    /// `"slow_reader"`, `"idle_timeout"`, `"line_too_long"`, `"shutdown"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LeaveReason::Quit => "quit",
+            LeaveReason::Closed => "closed",
+            LeaveReason::Lost => "lost",
+            LeaveReason::SlowReader => "slow_reader",
+            LeaveReason::IdleTimeout => "idle_timeout",
+            LeaveReason::LineTooLong => "line_too_long",
+            LeaveReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for LeaveReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Something that happened in the room, as the handler set with
+/// [`Room::on_event`] sees it. `id` identifies a client for the room's whole
+/// life (1, 2, ... in the order they joined, never reused), whatever its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A client joined (clients refused because the room is full do not).
+    Join {
+        /// The client's id.
+        id: u64,
+        /// Its first name (`guestN`).
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A member left.
+    Leave {
+        /// The client's id.
+        id: u64,
+        /// Its name when it left.
+        name: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A member sent a message, delivered to everyone else.
+    Message {
+        /// The sender's id.
+        id: u64,
+        /// The sender's name.
+        name: String,
+        /// The text (without the newline).
+        text: String,
+    },
+    /// A member changed its name with `/nick`.
+    Rename {
+        /// The client's id.
+        id: u64,
+        /// The name it had.
+        old: String,
+        /// The name it has now.
+        new: String,
+    },
+}
+
+impl RoomEvent {
+    /// The id of the client the event is about.
+    pub fn id(&self) -> u64 {
+        match self {
+            RoomEvent::Join { id, .. }
+            | RoomEvent::Leave { id, .. }
+            | RoomEvent::Message { id, .. }
+            | RoomEvent::Rename { id, .. } => *id,
+        }
+    }
+}
+
+/// What a room has done so far ([`Room::stats`], [`RoomHandle::stats`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoomStats {
+    /// Clients that joined.
+    pub joined: u64,
+    /// Clients refused because the room was full.
+    pub refused: u64,
+    /// Messages relayed (each counted once, however many received it).
+    pub messages: u64,
+    /// Members dropped by the room: too slow to read, idle, or a line too long.
+    pub dropped: u64,
+    /// Members in the room now.
+    pub online: u64,
+}
+
+/// The counters behind [`RoomStats`], updated by the loop.
+#[derive(Default)]
+struct Counters {
+    joined: AtomicU64,
+    refused: AtomicU64,
+    messages: AtomicU64,
+    dropped: AtomicU64,
+    online: AtomicU64,
+}
+
+/// What the loop shares with the handles: the wake-up, the posted lines, the
+/// stop flag and the counters.
+struct Inbox {
+    waker: mio::Waker,
+    posts: Mutex<Vec<Arc<[u8]>>>,
+    stop: AtomicBool,
+    counters: Counters,
+}
+
+impl Inbox {
+    fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log_at!(LogLevel::Error, "room: cannot wake the event loop: {e}");
+        }
+    }
+}
+
+/// Where the loop's state is.
+enum Slot {
+    /// Not running: `run`, `start` or `shutdown` may take it.
+    Ready(Box<Engine>),
+    /// Running on that thread.
+    Running(ThreadId),
+    /// Shut down (or failed): nothing left.
+    Stopped,
+}
+
+struct Shared {
+    inbox: Arc<Inbox>,
+    slot: Mutex<Slot>,
+    changed: Condvar,
+    config: RoomConfig,
+    local: SocketAddr,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take the engine to run it on `thread`.
+    fn take(&self, slot: &mut Slot, thread: ThreadId) -> Result<Box<Engine>> {
+        match std::mem::replace(slot, Slot::Running(thread)) {
+            Slot::Ready(engine) => Ok(engine),
+            other => {
+                let e = match other {
+                    Slot::Stopped => self.stopped_error(),
+                    _ => Error::invalid("the room is already running"),
+                };
+                *slot = other;
+                Err(e)
+            }
+        }
+    }
+
+    fn stopped_error(&self) -> Error {
+        Error::Cancelled(format!("the room on {} was shut down", self.local))
+    }
+
+    fn post(&self, text: &str) -> Result<()> {
+        let max = self.config.config.max_message_size;
+        if text.len() > max {
+            return Err(Error::MessageTooLarge {
+                size: text.len() as u64,
+                max,
+                context: " (posted to the room)".into(),
+            });
+        }
+        if text.contains('\n') {
+            return Err(Error::invalid("a posted message cannot contain a newline"));
+        }
+        if self.inbox.stop.load(Ordering::SeqCst) {
+            return Err(self.stopped_error());
+        }
+        self.inbox
+            .posts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text::posted(text));
+        self.inbox.wake();
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        self.inbox.stop.store(true, Ordering::SeqCst);
+        self.inbox.wake();
+        let me = std::thread::current().id();
+        let mut slot = self.lock();
+        loop {
+            match &*slot {
+                Slot::Stopped => return,
+                // Called by the event handler, on the loop's own thread: the
+                // loop stops as soon as the handler returns.
+                Slot::Running(t) if *t == me => return,
+                Slot::Running(_) => {
+                    slot = self.changed.wait(slot).unwrap_or_else(|e| e.into_inner());
+                }
+                Slot::Ready(_) => {
+                    // Nobody runs the loop: close the clients from here.
+                    let Ok(engine) = self.take(&mut slot, me) else {
+                        return;
+                    };
+                    drop(slot);
+                    let guard = RunGuard {
+                        shared: self,
+                        engine: Some(engine),
+                    };
+                    if let Err(e) = guard.run_to_end() {
+                        log_at!(LogLevel::Error, "room on {}: {e}", self.local);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> RoomStats {
+        let c = &self.inbox.counters;
+        RoomStats {
+            joined: c.joined.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            messages: c.messages.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            online: c.online.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Holds the engine while a thread runs it, and puts the room's state right
+/// when the run ends, however it ends: the engine back for a run interrupted
+/// by a signal, `Stopped` otherwise (a panic included), waking the threads
+/// waiting in `shutdown`.
+struct RunGuard<'a> {
+    shared: &'a Shared,
+    engine: Option<Box<Engine>>,
+}
+
+impl RunGuard<'_> {
+    /// Run until the room has stopped, going on after signals.
+    fn run_to_end(mut self) -> Result<()> {
+        let result = loop {
+            match self.run_once() {
+                Err(Error::Interrupted(_)) => continue,
+                other => break other,
+            }
+        };
+        self.engine = None;
+        result
+    }
+
+    fn run_once(&mut self) -> Result<()> {
+        match self.engine.as_mut() {
+            Some(engine) => engine.run(),
+            None => Err(Error::Internal("the room's engine is missing".into())),
+        }
+    }
+}
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        let engine = self.engine.take();
+        let mut slot = self.shared.lock();
+        *slot = match engine {
+            Some(engine) if !std::thread::panicking() => Slot::Ready(engine),
+            _ => Slot::Stopped,
+        };
+        drop(slot);
+        self.shared.changed.notify_all();
+    }
+}
+
+/// A chat room server. See the [module documentation](self) for the
+/// protocol, the limits and the exact lines the room writes.
+///
+/// `Room` is `Send + Sync`: share it in an `Arc`, or take a [`RoomHandle`].
+/// Dropping it shuts the room down (as [`Room::shutdown`]) and waits for its
+/// thread.
+pub struct Room {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("local_addr", &self.shared.local)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Room {
+    /// Listen on `host`:`port` (port 0 picks a free port: read it back with
+    /// [`Room::local_addr`]). Clients wait in the listen backlog until the
+    /// room runs ([`Room::run`] or [`Room::start`]). `config` is a
+    /// [`RoomConfig`] or a [`Config`].
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a bad configuration (see
+    /// [`RoomConfig::validate`]), [`Error::Resolve`],
+    /// [`Error::AddressInUse`], [`Error::Io`].
+    pub fn bind(host: &str, port: u16, config: impl Into<RoomConfig>) -> Result<Room> {
+        let config = config.into();
+        config.validate()?;
+        let (engine, inbox, local) = Engine::bind(host, port, &config)?;
+        log_at!(LogLevel::Info, "room listening on {local}");
+        Ok(Room {
+            shared: Arc::new(Shared {
+                inbox,
+                slot: Mutex::new(Slot::Ready(Box::new(engine))),
+                changed: Condvar::new(),
+                config,
+                local,
+            }),
+            thread: Mutex::new(None),
+        })
+    }
+
+    /// The address the room listens on, with the real port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// The room's configuration.
+    pub fn config(&self) -> &RoomConfig {
+        &self.shared.config
+    }
+
+    /// Call `handler` for every [`RoomEvent`], replacing any previous
+    /// handler. Set it before the room runs.
+    ///
+    /// The handler runs on the thread that runs the room (the one in
+    /// [`Room::run`], the room's own thread after [`Room::start`], or one
+    /// calling [`Room::shutdown`] on a room that never ran), between two
+    /// steps of the loop: every client waits while it runs, so keep it short
+    /// (hand work to another thread through a channel if need be). It may
+    /// call [`RoomHandle::post`] (the line goes out after the handler
+    /// returns) and [`RoomHandle::shutdown`] (which then returns at once, and
+    /// the room stops after the handler returns). A panic in the handler is
+    /// caught and logged; the room goes on.
+    ///
+    /// Errors: [`Error::InvalidArgument`] while the room is running,
+    /// [`Error::Cancelled`] once it has been shut down.
+    pub fn on_event<F>(&self, handler: F) -> Result<()>
+    where
+        F: FnMut(&RoomEvent) + Send + 'static,
+    {
+        let mut slot = self.shared.lock();
+        match &mut *slot {
+            Slot::Ready(engine) => {
+                engine.set_handler(Box::new(handler));
+                Ok(())
+            }
+            Slot::Running(_) => Err(Error::invalid(
+                "the event handler cannot be changed while the room is running",
+            )),
+            Slot::Stopped => Err(self.shared.stopped_error()),
+        }
+    }
+
+    /// Serve the room on the calling thread until it is shut down (from
+    /// another thread, or from the event handler), then return what it did.
+    /// Shutting down closes every client gracefully before this returns.
+    ///
+    /// Errors: [`Error::Interrupted`] when a signal handler ran during the
+    /// wait (a program that handles signals, such as Python, gets control
+    /// back): nothing is lost, the clients stay connected, and calling `run`
+    /// again goes on serving. [`Error::InvalidArgument`] if the room is
+    /// already running; [`Error::Cancelled`] if it has been shut down;
+    /// [`Error::Io`] if the event loop itself fails (the room then stops).
+    pub fn run(&self) -> Result<RoomStats> {
+        let mut slot = self.shared.lock();
+        let engine = self.shared.take(&mut slot, std::thread::current().id())?;
+        drop(slot);
+        let mut guard = RunGuard {
+            shared: &self.shared,
+            engine: Some(engine),
+        };
+        let result = guard.run_once();
+        if !matches!(result, Err(Error::Interrupted(_))) {
+            guard.engine = None;
+        }
+        drop(guard);
+        result.map(|()| self.stats())
+    }
+
+    /// Serve the room on a new library thread (with signals blocked, so
+    /// they reach the program's own threads) and return at once. Stop it
+    /// with [`Room::shutdown`] or by dropping the room.
+    ///
+    /// Errors: as [`Room::run`] for a room already running or shut down;
+    /// [`Error::Io`] if the thread cannot be created.
+    pub fn start(&self) -> Result<()> {
+        let mut slot = self.shared.lock();
+        let engine = self.shared.take(&mut slot, std::thread::current().id())?;
+        let shared = self.shared.clone();
+        let spawned = sys::spawn_quiet("tcpchat-room".into(), move || {
+            let guard = RunGuard {
+                shared: &shared,
+                engine: Some(engine),
+            };
+            if let Err(e) = guard.run_to_end() {
+                log_at!(LogLevel::Error, "room on {}: {e}", shared.local);
+            }
+        });
+        match spawned {
+            Ok(thread) => {
+                *slot = Slot::Running(thread.thread().id());
+                drop(slot);
+                *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+                Ok(())
+            }
+            Err(e) => {
+                // The closure (and the engine in it) is gone with the failed
+                // spawn; the room cannot run any more.
+                *slot = Slot::Stopped;
+                drop(slot);
+                self.shared.changed.notify_all();
+                Err(Error::io("starting the room's thread", e))
+            }
+        }
+    }
+
+    /// A handle that posts to and shuts down this room from any thread.
+    pub fn handle(&self) -> RoomHandle {
+        RoomHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Send `* TEXT` to every client (see [`RoomHandle::post`]).
+    pub fn post(&self, text: &str) -> Result<()> {
+        self.shared.post(text)
+    }
+
+    /// Shut the room down and return when it has stopped (see
+    /// [`RoomHandle::shutdown`]).
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// Whether shutdown has been asked for.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.inbox.stop.load(Ordering::SeqCst)
+    }
+
+    /// What the room has done so far; a snapshot, safe from any thread.
+    pub fn stats(&self) -> RoomStats {
+        self.shared.stats()
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            // Never join from the room's own thread (a handler holding the
+            // last reference to the room).
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Posts to and shuts down a [`Room`] from any thread. Cheap to clone;
+/// `Send + Sync`. It stays valid after the room is dropped (its calls then
+/// report that the room was shut down).
+#[derive(Clone)]
+pub struct RoomHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RoomHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomHandle")
+            .field("local_addr", &self.shared.local)
+            .finish()
+    }
+}
+
+impl RoomHandle {
+    /// Send `* TEXT` to every client in the room (server announcements; no
+    /// event is reported for them). Returns once the line is queued for the
+    /// room's loop; clients get it after the lines already queued for them.
+    /// A post made before the room runs goes to the clients present when it
+    /// starts.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `text` contains a newline,
+    /// [`Error::MessageTooLarge`] if it is longer than
+    /// [`Config::max_message_size`], [`Error::Cancelled`] once the room is
+    /// shutting down.
+    pub fn post(&self, text: &str) -> Result<()> {
+        self.shared.post(text)
+    }
+
+    /// Shut the room down: stop accepting, send every client
+    /// `* server shutting down`, close each gracefully (its queue flushed,
+    /// the write half shut down, then up to [`Config::close_timeout`] for it
+    /// to close), and stop the loop. Idempotent; callable from any thread.
+    ///
+    /// Returns when the room has stopped, wherever its loop runs: in
+    /// [`Room::run`] on another thread (which then returns too), on the
+    /// room's thread after [`Room::start`], or nowhere yet (this call then
+    /// closes the clients itself). The one exception: called from the event
+    /// handler (on the loop's own thread), it only asks, and the room stops
+    /// once the handler returns.
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// Whether shutdown has been asked for.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.inbox.stop.load(Ordering::SeqCst)
+    }
+
+    /// What the room has done so far; a snapshot.
+    pub fn stats(&self) -> RoomStats {
+        self.shared.stats()
+    }
+
+    /// The address the room listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+}
