@@ -145,6 +145,41 @@ typedef enum {
 } tcpchat_session_end;
 
 /**
+ * Why a member left the room (in [`RoomEvent::Leave`]). The numbers are
+ * stable, for the C API.
+ */
+typedef enum {
+    /**
+     * It sent `/quit`.
+     */
+    TCPCHAT_LEAVE_REASON_QUIT = 0,
+    /**
+     * It closed the connection.
+     */
+    TCPCHAT_LEAVE_REASON_CLOSED = 1,
+    /**
+     * The connection failed (reset by the peer, or another I/O error).
+     */
+    TCPCHAT_LEAVE_REASON_LOST = 2,
+    /**
+     * Its outgoing queue overflowed: it did not read fast enough.
+     */
+    TCPCHAT_LEAVE_REASON_SLOW_READER = 3,
+    /**
+     * It sent no complete line for [`Config::idle_timeout`].
+     */
+    TCPCHAT_LEAVE_REASON_IDLE_TIMEOUT = 4,
+    /**
+     * It sent a line longer than [`Config::max_message_size`].
+     */
+    TCPCHAT_LEAVE_REASON_LINE_TOO_LONG = 5,
+    /**
+     * The room shut down.
+     */
+    TCPCHAT_LEAVE_REASON_SHUTDOWN = 6,
+} tcpchat_leave_reason;
+
+/**
  * Settings for connections, servers and services.
  *
  * Create with `tcpchat_config_new()` (every setting at its default), change
@@ -203,6 +238,28 @@ typedef struct tcpchat_config tcpchat_config;
  * `tcpchat_conn_try_flush`, `tcpchat_conn_close`, `tcpchat_conn_free`.
  */
 typedef struct tcpchat_conn tcpchat_conn;
+
+/**
+ * A chat room: every line a client sends reaches every other client as
+ * `NAME: TEXT`; clients speak line framing, so `nc` and `telnet` can join.
+ * Commands: `/nick NAME`, `/who`, `/quit`. One event loop serves every
+ * client; a slow reader is dropped rather than slowing the room; idle and
+ * half-sent lines time out (the config's idle timeout); a client over the
+ * config's maximum is told the room is full and closed.
+ *
+ * Ownership: the caller owns the handle and frees it with
+ * `tcpchat_room_free()`, which shuts the room down first.
+ *
+ * Thread safety: a room may be used from several threads at once;
+ * `tcpchat_room_post()` and `tcpchat_room_shutdown()` in particular are
+ * meant to be called from any thread while the room runs.
+ *
+ * Methods: `tcpchat_room_bind`, `tcpchat_room_local_addr`,
+ * `tcpchat_room_local_port`, `tcpchat_room_set_callback`,
+ * `tcpchat_room_run`, `tcpchat_room_start`, `tcpchat_room_post`,
+ * `tcpchat_room_shutdown`, `tcpchat_room_stats`, `tcpchat_room_free`.
+ */
+typedef struct tcpchat_room tcpchat_room;
 
 /**
  * A listening TCP server.
@@ -306,6 +363,89 @@ typedef struct {
 } tcpchat_chat_callbacks;
 
 /**
+ * What kind of `tcpchat_room_event` it is; one of the
+ * `TCPCHAT_ROOM_EVENT_*` values.
+ */
+typedef uint32_t tcpchat_room_event_kind;
+
+/**
+ * Something that happened in the room, as a `tcpchat_room_callback` sees it.
+ *
+ * Every string is NUL-terminated UTF-8, owned by the library and valid only
+ * during the callback; fields that do not apply to the kind are NULL.
+ */
+typedef struct {
+    /**
+     * One of the `TCPCHAT_ROOM_EVENT_*` values.
+     */
+    tcpchat_room_event_kind kind;
+    /**
+     * The client the event is about: 1, 2, ... in the order clients joined,
+     * never reused, whatever its name.
+     */
+    uint64_t client_id;
+    /**
+     * The client's name (after a rename: the new one).
+     */
+    const char *name;
+    /**
+     * `TCPCHAT_ROOM_EVENT_RENAME`: the name it had; otherwise NULL.
+     */
+    const char *old_name;
+    /**
+     * `TCPCHAT_ROOM_EVENT_MESSAGE`: the line, without its newline; otherwise NULL.
+     */
+    const char *text;
+    /**
+     * `TCPCHAT_ROOM_EVENT_JOIN`: the client's address (`"IP:PORT"`); otherwise NULL.
+     */
+    const char *address;
+    /**
+     * `TCPCHAT_ROOM_EVENT_LEAVE`: why it left; otherwise `TCPCHAT_LEAVE_REASON_QUIT`.
+     */
+    tcpchat_leave_reason reason;
+} tcpchat_room_event;
+
+/**
+ * Observes the room: called for every `tcpchat_room_event`.
+ *
+ * Runs on the thread that runs the room (the one in `tcpchat_room_run()`,
+ * or the room's own library thread after `tcpchat_room_start()`), between
+ * two steps of the event loop: every client waits while it runs, so keep it
+ * short. It may call `tcpchat_room_post()` (the line goes out after it
+ * returns) and `tcpchat_room_shutdown()` (which then returns at once; the
+ * room stops after the callback returns). `event` and its strings are valid
+ * only during the call.
+ */
+typedef void (*tcpchat_room_callback)(void *user_data, const tcpchat_room_event *event);
+
+/**
+ * What a room has done so far ([`Room::stats`], [`RoomHandle::stats`]).
+ */
+typedef struct {
+    /**
+     * Clients that joined.
+     */
+    uint64_t joined;
+    /**
+     * Clients refused because the room was full.
+     */
+    uint64_t refused;
+    /**
+     * Messages relayed (each counted once, however many received it).
+     */
+    uint64_t messages;
+    /**
+     * Members dropped by the room: too slow to read, idle, or a line too long.
+     */
+    uint64_t dropped;
+    /**
+     * Members in the room now.
+     */
+    uint64_t online;
+} tcpchat_room_stats;
+
+/**
  * What an echo service did, returned when it stops.
  */
 typedef struct {
@@ -381,6 +521,26 @@ typedef struct {
  * Details useful when debugging.
  */
 #define TCPCHAT_LOG_DEBUG 4
+
+/**
+ * A client joined: `name` is its first name (`guestN`), `address` its address.
+ */
+#define TCPCHAT_ROOM_EVENT_JOIN 0
+
+/**
+ * A member left: `name` is its name then, `reason` says why.
+ */
+#define TCPCHAT_ROOM_EVENT_LEAVE 1
+
+/**
+ * A member sent a line, relayed to everyone else: `name` and `text`.
+ */
+#define TCPCHAT_ROOM_EVENT_MESSAGE 2
+
+/**
+ * A member changed its name with `/nick`: `old_name` and `name` (the new one).
+ */
+#define TCPCHAT_ROOM_EVENT_RENAME 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -757,6 +917,95 @@ tcpchat_status tcpchat_conn_try_send(tcpchat_conn *conn, const uint8_t *msg, siz
  * readable when the socket can take more).
  */
 tcpchat_status tcpchat_conn_try_flush(tcpchat_conn *conn);
+
+/**
+ * Listen on `host`:`port` (0 = any free port) and return a new room in
+ * `*out_room`; it starts serving with `tcpchat_room_run()` or
+ * `tcpchat_room_start()`.
+ *
+ * `config` may be NULL for defaults (it is copied); its framing must be
+ * line framing (the default). The room uses its maximum message size (a
+ * longer line gets a notice and its sender is closed), idle timeout, close
+ * timeout, maximum number of clients, TCP_NODELAY, backlog and access
+ * lists. `queue_limit` bounds each client's outgoing queue in bytes (0 =
+ * the default, 256 KiB): a client whose unread lines exceed it is dropped
+ * as a slow reader.
+ *
+ * Errors: `TCPCHAT_STATUS_INVALID_ARGUMENT` (bad host, port or config, or
+ * a framing other than line), `TCPCHAT_STATUS_RESOLVE`,
+ * `TCPCHAT_STATUS_ADDRESS_IN_USE`, `TCPCHAT_STATUS_IO`.
+ */
+tcpchat_status tcpchat_room_bind(const char *host, int32_t port, const tcpchat_config *config, size_t queue_limit, tcpchat_room **out_room);
+
+/**
+ * Write the room's address (with the real port), as
+ * `tcpchat_server_local_addr()` does.
+ */
+tcpchat_status tcpchat_room_local_addr(const tcpchat_room *room, char *buf, size_t len, size_t *out_len);
+
+/**
+ * Write the room's port (the real one when bound to port 0) into `*out_port`.
+ */
+tcpchat_status tcpchat_room_local_port(const tcpchat_room *room, uint16_t *out_port);
+
+/**
+ * Call `callback` for every room event (see `tcpchat_room_callback`), or
+ * stop observing with NULL. Set it before the room runs:
+ * `TCPCHAT_STATUS_INVALID_ARGUMENT` while it runs, `TCPCHAT_STATUS_CANCELLED`
+ * after it has shut down. `user_data` is passed to every call unchanged
+ * and must stay valid until the room is freed (or the callback replaced).
+ */
+tcpchat_status tcpchat_room_set_callback(const tcpchat_room *room, tcpchat_room_callback callback, void *user_data);
+
+/**
+ * Serve the room on the calling thread until `tcpchat_room_shutdown()`
+ * (from another thread, or from the callback), then write what it did to
+ * `*out_stats` (if not NULL) and return `TCPCHAT_STATUS_OK`. The callback
+ * runs on this thread.
+ *
+ * Returns `TCPCHAT_STATUS_INTERRUPTED` when a signal handler ran while it
+ * waited: nothing is lost, the clients stay connected, and calling it again
+ * goes on serving. `TCPCHAT_STATUS_INVALID_ARGUMENT` if the room already
+ * runs; `TCPCHAT_STATUS_CANCELLED` if it has been shut down.
+ */
+tcpchat_status tcpchat_room_run(const tcpchat_room *room, tcpchat_room_stats *out_stats);
+
+/**
+ * Serve the room on a new library thread (signals blocked there, so they
+ * reach the program's threads) and return at once; the callback runs on
+ * that thread. Stop it with `tcpchat_room_shutdown()` or
+ * `tcpchat_room_free()`. Errors as `tcpchat_room_run()`, and
+ * `TCPCHAT_STATUS_IO` if the thread cannot be created.
+ */
+tcpchat_status tcpchat_room_start(const tcpchat_room *room);
+
+/**
+ * Send `* TEXT` to every client, from any thread. `text` is a
+ * NUL-terminated UTF-8 string without a newline, borrowed for the call.
+ * Refused with `TCPCHAT_STATUS_INVALID_ARGUMENT` (not UTF-8, a newline, or
+ * longer than the maximum message size) or `TCPCHAT_STATUS_CANCELLED` (the
+ * room is shutting down).
+ */
+tcpchat_status tcpchat_room_post(const tcpchat_room *room, const char *text);
+
+/**
+ * Shut the room down, from any thread: every client gets a closing line
+ * and a graceful close, and the call returns when the room has stopped
+ * (called from the callback, it returns at once and the room stops after
+ * the callback returns). Idempotent.
+ */
+tcpchat_status tcpchat_room_shutdown(const tcpchat_room *room);
+
+/**
+ * Write what the room has done so far into `*out_stats`; safe from any thread.
+ */
+tcpchat_status tcpchat_room_stats(const tcpchat_room *room, tcpchat_room_stats *out_stats);
+
+/**
+ * Shut the room down (see `tcpchat_room_shutdown()`) and free it. NULL is
+ * ignored. The handle must not be used afterwards.
+ */
+void tcpchat_room_free(tcpchat_room *room);
 
 /**
  * Listen on `host`:`port` and return the new server in `*out_server`.

@@ -21,6 +21,7 @@ pub mod boundary;
 pub mod config;
 pub mod conn;
 pub mod handles;
+pub mod room;
 pub mod server;
 pub mod session;
 
