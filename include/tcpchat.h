@@ -257,7 +257,7 @@ typedef struct tcpchat_conn tcpchat_conn;
  * Methods: `tcpchat_room_bind`, `tcpchat_room_local_addr`,
  * `tcpchat_room_local_port`, `tcpchat_room_set_callback`,
  * `tcpchat_room_run`, `tcpchat_room_start`, `tcpchat_room_post`,
- * `tcpchat_room_shutdown`, `tcpchat_room_stats`, `tcpchat_room_free`.
+ * `tcpchat_room_shutdown`, `tcpchat_room_get_stats`, `tcpchat_room_free`.
  */
 typedef struct tcpchat_room tcpchat_room;
 
@@ -999,7 +999,7 @@ tcpchat_status tcpchat_room_shutdown(const tcpchat_room *room);
 /**
  * Write what the room has done so far into `*out_stats`; safe from any thread.
  */
-tcpchat_status tcpchat_room_stats(const tcpchat_room *room, tcpchat_room_stats *out_stats);
+tcpchat_status tcpchat_room_get_stats(const tcpchat_room *room, tcpchat_room_stats *out_stats);
 
 /**
  * Shut the room down (see `tcpchat_room_shutdown()`) and free it. NULL is

@@ -27,7 +27,7 @@ use super::handles::{arc_free, arc_from_c, arc_into_c};
 /// Methods: `tcpchat_room_bind`, `tcpchat_room_local_addr`,
 /// `tcpchat_room_local_port`, `tcpchat_room_set_callback`,
 /// `tcpchat_room_run`, `tcpchat_room_start`, `tcpchat_room_post`,
-/// `tcpchat_room_shutdown`, `tcpchat_room_stats`, `tcpchat_room_free`.
+/// `tcpchat_room_shutdown`, `tcpchat_room_get_stats`, `tcpchat_room_free`.
 pub struct tcpchat_room {
     room: Room,
 }
@@ -282,7 +282,7 @@ pub unsafe extern "C" fn tcpchat_room_shutdown(room: *const tcpchat_room) -> Sta
 
 /// Write what the room has done so far into `*out_stats`; safe from any thread.
 #[no_mangle]
-pub unsafe extern "C" fn tcpchat_room_stats(room: *const tcpchat_room, out_stats: *mut RoomStats) -> Status {
+pub unsafe extern "C" fn tcpchat_room_get_stats(room: *const tcpchat_room, out_stats: *mut RoomStats) -> Status {
     guard(|| {
         arg_nonnull(out_stats, "out_stats")?;
         let r = arc_from_c(room, "room")?;
