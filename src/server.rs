@@ -225,7 +225,9 @@ impl Server {
     }
 }
 
-fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// A non-blocking listening socket on `addr` with `SO_REUSEADDR` and the
+/// given backlog (shared by [`Server`] and the room).
+pub(crate) fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_cloexec(true)?;

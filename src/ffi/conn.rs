@@ -287,22 +287,31 @@ pub unsafe extern "C" fn tcpchat_conn_recv(
     guard(|| {
         arg_nonnull(out_len, "out_len")?;
         let buf = arg_bytes_mut(buf, cap, "buf")?;
-        match with_conn(conn, |c| c.recv_into(buf)) {
-            Ok(Some(n)) => {
-                out_len.write(n);
-                Ok(())
-            }
-            Ok(None) => {
-                out_len.write(0);
-                Err(Error::Closed("the peer closed the connection".into()))
-            }
-            Err(Error::BufferTooSmall { needed, capacity }) => {
-                out_len.write(needed);
-                Err(Error::BufferTooSmall { needed, capacity })
-            }
-            Err(e) => Err(e),
-        }
+        received(with_conn(conn, |c| c.recv_into(buf)), out_len)
     })
+}
+
+/// The C result of a receive into a caller's buffer: the length on success,
+/// 0 and `CLOSED` at end of stream, the size needed on `BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// `out_len` must be valid for a write.
+unsafe fn received(r: Result<Option<usize>>, out_len: *mut usize) -> Result<()> {
+    match r {
+        Ok(Some(n)) => {
+            out_len.write(n);
+            Ok(())
+        }
+        Ok(None) => {
+            out_len.write(0);
+            Err(Error::Closed("the peer closed the connection".into()))
+        }
+        Err(Error::BufferTooSmall { needed, capacity }) => {
+            out_len.write(needed);
+            Err(Error::BufferTooSmall { needed, capacity })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Receive up to `max_msgs` messages in one call, packed back to back into
@@ -524,21 +533,7 @@ pub unsafe extern "C" fn tcpchat_conn_try_recv(
     guard(|| {
         arg_nonnull(out_len, "out_len")?;
         let buf = arg_bytes_mut(buf, cap, "buf")?;
-        match with_conn(conn, |c| c.try_recv_into(buf)) {
-            Ok(Some(n)) => {
-                out_len.write(n);
-                Ok(())
-            }
-            Ok(None) => {
-                out_len.write(0);
-                Err(Error::Closed("the peer closed the connection".into()))
-            }
-            Err(Error::BufferTooSmall { needed, capacity }) => {
-                out_len.write(needed);
-                Err(Error::BufferTooSmall { needed, capacity })
-            }
-            Err(e) => Err(e),
-        }
+        received(with_conn(conn, |c| c.try_recv_into(buf)), out_len)
     })
 }
 

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use super::text::{self, Input};
 use super::{Counters, Inbox, LeaveReason, RoomConfig, RoomEvent};
@@ -197,16 +196,6 @@ pub(super) struct Engine {
     handler: Option<Handler>,
 }
 
-fn listen(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_cloexec(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
 impl Engine {
     /// Listen and set up the loop (it runs later, in [`Engine::run`]).
     pub(super) fn bind(
@@ -219,7 +208,7 @@ impl Engine {
         let mut last = None;
         let mut bound = None;
         for addr in crate::client::resolve(host, port)? {
-            match listen(addr, c.backlog) {
+            match crate::server::listen(addr, c.backlog) {
                 Ok(l) => {
                     bound = Some(l);
                     break;
