@@ -32,7 +32,7 @@ fn main() {
     // Block SIGINT and SIGTERM in this thread before any other starts, so
     // every thread inherits the mask and the signals wait for sigwait below
     // instead of killing the process.
-    let signals = block_stop_signals();
+    let signals = common::block_stop_signals();
     raise_fd_limit();
 
     let mut config = flags.access(Config::default());
@@ -65,7 +65,7 @@ fn main() {
 
     let stop = room.handle();
     std::thread::spawn(move || {
-        let signal = wait_for(&signals);
+        let signal = common::wait_for(&signals);
         eprintln!("chat_room: got signal {signal}, closing the room");
         stop.shutdown();
     });
@@ -85,26 +85,6 @@ fn main() {
         "chat_room: stopped; {} joined, {} refused, {} messages, {} dropped",
         stats.joined, stats.refused, stats.messages, stats.dropped
     );
-}
-
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset; the calls
-    // only read and write this local.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-fn wait_for(signals: &libc::sigset_t) -> libc::c_int {
-    let mut signal: libc::c_int = 0;
-    // SAFETY: both pointers are to live values; sigwait only writes `signal`.
-    unsafe { libc::sigwait(signals, &mut signal) };
-    signal
 }
 
 /// A room holds one descriptor per client: lift the soft limit on open files

@@ -25,7 +25,7 @@ fn main() {
     // Block SIGINT and SIGTERM in this thread before any other starts, so
     // every thread inherits the mask and the signals wait for sigwait below
     // instead of killing the process.
-    let signals = block_stop_signals();
+    let signals = common::block_stop_signals();
 
     let mut config = flags.access(Config::default().with_framing(flags.framing));
     if let Some(n) = flags.max_clients {
@@ -38,7 +38,7 @@ fn main() {
 
     let stop = server.shutdown_handle();
     std::thread::spawn(move || {
-        let signal = wait_for(&signals);
+        let signal = common::wait_for(&signals);
         eprintln!("echo_server: got signal {signal}, stopping");
         stop.shutdown();
     });
@@ -52,22 +52,3 @@ fn main() {
     }
 }
 
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset; the calls
-    // only read and write this local.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-fn wait_for(signals: &libc::sigset_t) -> libc::c_int {
-    let mut signal: libc::c_int = 0;
-    // SAFETY: both pointers are to live values; sigwait only writes `signal`.
-    unsafe { libc::sigwait(signals, &mut signal) };
-    signal
-}

@@ -140,3 +140,27 @@ pub fn die(program: &str, e: tcpchat::Error) -> ! {
     eprintln!("{program}: {e}");
     exit(1);
 }
+
+/// Block SIGINT and SIGTERM in this thread, before any other thread starts,
+/// so that every thread inherits the mask and the signals wait for
+/// [`wait_for`] instead of killing the process. Returns the set.
+pub fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset; the calls
+    // only read and write this local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Wait for one of the blocked `signals` and return its number.
+pub fn wait_for(signals: &libc::sigset_t) -> libc::c_int {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: both pointers are to live values; sigwait only writes `signal`.
+    unsafe { libc::sigwait(signals, &mut signal) };
+    signal
+}
