@@ -372,7 +372,9 @@ typedef uint32_t tcpchat_room_event_kind;
  * Something that happened in the room, as a `tcpchat_room_callback` sees it.
  *
  * Every string is NUL-terminated UTF-8, owned by the library and valid only
- * during the callback; fields that do not apply to the kind are NULL.
+ * during the callback; fields that do not apply to the kind are NULL. Names
+ * and addresses never contain a NUL byte; a message may (it is valid
+ * UTF-8), so `text_len` gives its exact length.
  */
 typedef struct {
     /**
@@ -404,6 +406,12 @@ typedef struct {
      * `TCPCHAT_ROOM_EVENT_LEAVE`: why it left; otherwise `TCPCHAT_LEAVE_REASON_QUIT`.
      */
     tcpchat_leave_reason reason;
+    /**
+     * `TCPCHAT_ROOM_EVENT_MESSAGE`: the length of `text` in bytes, without
+     * the terminating NUL (a NUL byte inside the line would cut `text`
+     * short as a C string); otherwise 0.
+     */
+    size_t text_len;
 } tcpchat_room_event;
 
 /**
@@ -953,7 +961,8 @@ tcpchat_status tcpchat_room_local_port(const tcpchat_room *room, uint16_t *out_p
  * stop observing with NULL. Set it before the room runs:
  * `TCPCHAT_STATUS_INVALID_ARGUMENT` while it runs, `TCPCHAT_STATUS_CANCELLED`
  * after it has shut down. `user_data` is passed to every call unchanged
- * and must stay valid until the room is freed (or the callback replaced).
+ * and must stay valid until the room is freed (or the callback replaced):
+ * the callback is never called after `tcpchat_room_free()` returns.
  */
 tcpchat_status tcpchat_room_set_callback(const tcpchat_room *room, tcpchat_room_callback callback, void *user_data);
 
@@ -982,9 +991,9 @@ tcpchat_status tcpchat_room_start(const tcpchat_room *room);
 /**
  * Send `* TEXT` to every client, from any thread. `text` is a
  * NUL-terminated UTF-8 string without a newline, borrowed for the call.
- * Refused with `TCPCHAT_STATUS_INVALID_ARGUMENT` (not UTF-8, a newline, or
- * longer than the maximum message size) or `TCPCHAT_STATUS_CANCELLED` (the
- * room is shutting down).
+ * Refused with `TCPCHAT_STATUS_INVALID_ARGUMENT` (NULL, not UTF-8, or a
+ * newline), `TCPCHAT_STATUS_MESSAGE_TOO_LARGE` (longer than the maximum
+ * message size) or `TCPCHAT_STATUS_CANCELLED` (the room is shutting down).
  */
 tcpchat_status tcpchat_room_post(const tcpchat_room *room, const char *text);
 
@@ -1003,7 +1012,11 @@ tcpchat_status tcpchat_room_get_stats(const tcpchat_room *room, tcpchat_room_sta
 
 /**
  * Shut the room down (see `tcpchat_room_shutdown()`) and free it. NULL is
- * ignored. The handle must not be used afterwards.
+ * ignored. The handle must not be used afterwards, and the callback is not
+ * called after this returns, so its user data may be freed then. Called
+ * from the callback, it returns at once and the room finishes shutting
+ * down (every client still gets the closing line) after the callback
+ * returns, without calling it again.
  */
 void tcpchat_room_free(tcpchat_room *room);
 

@@ -35,6 +35,28 @@ static bool parse_number(const char *s, unsigned long max, unsigned long *out)
     return true;
 }
 
+/*
+ * A repeated --allow or --deny adds to the list: "OLD,MORE". The joined list
+ * is kept in *own (a static, so it lives until exit), replacing the last one.
+ */
+static const char *append_ranges(char **own, const char *old, const char *more)
+{
+    if (!old)
+        return more;
+    size_t len = strlen(old) + 1 + strlen(more) + 1;
+    char *both = malloc(len);
+    if (!both) {
+        fputs("error: out of memory\n", stderr);
+        exit(1);
+    }
+    snprintf(both, len, "%s,%s", old, more);
+    free(*own); /* old, when it was the last joined list */
+    *own = both;
+    return both;
+}
+
+static char *allow_list, *deny_list;
+
 struct flags parse_flags(int argc, char **argv, const char *usage, unsigned optional)
 {
     struct flags f = {"127.0.0.1", 8080, TCPCHAT_FRAMING_LINE, false, 0, NULL, NULL};
@@ -55,7 +77,8 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
             f.once = true;
             continue;
         }
-        if (!IS("--host") && !IS("--port") && !IS("--framing") &&
+        if (!IS("--host") && !IS("--port") &&
+            !(IS("--framing") && !(optional & FLAG_NO_FRAMING)) &&
             !(IS("--max-clients") && (optional & FLAG_MAX_CLIENTS)) &&
             !((IS("--allow") || IS("--deny")) && (optional & FLAG_ACCESS)))
             bad_usage(usage, "unknown flag \"%s\"", arg);
@@ -81,9 +104,9 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
             else
                 bad_usage(usage, "--framing: expected raw, line or frame, got \"%s\"", value);
         } else if (IS("--allow")) {
-            f.allow = value;
+            f.allow = append_ranges(&allow_list, f.allow, value);
         } else if (IS("--deny")) {
-            f.deny = value;
+            f.deny = append_ranges(&deny_list, f.deny, value);
         } else { /* --max-clients */
             if (!parse_number(value, (unsigned long)-1, &num) || num == 0)
                 bad_usage(usage, "--max-clients: expected a positive number, got \"%s\"", value);
@@ -96,10 +119,11 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
 
 void apply_access(tcpchat_config *config, const struct flags *flags, const char *usage)
 {
+    /* The message names the range that does not parse (as the Rust examples print it). */
     if (flags->allow && tcpchat_config_set_allow(config, flags->allow) != TCPCHAT_STATUS_OK)
-        bad_usage(usage, "--allow: %s", tcpchat_last_error_message());
+        bad_usage(usage, "%s", tcpchat_last_error_message());
     if (flags->deny && tcpchat_config_set_deny(config, flags->deny) != TCPCHAT_STATUS_OK)
-        bad_usage(usage, "--deny: %s", tcpchat_last_error_message());
+        bad_usage(usage, "%s", tcpchat_last_error_message());
 }
 
 void log_to_stderr(void *user_data, tcpchat_log_level level, const char *message)

@@ -18,12 +18,15 @@ struct flags {
     tcpchat_framing framing; /* --framing raw|line|frame (line) */
     bool once;               /* --once */
     size_t max_clients;      /* --max-clients (0 = the library's default) */
-    const char *allow;       /* --allow RANGES (NULL = everyone) */
-    const char *deny;        /* --deny RANGES (NULL = nobody) */
+    const char *allow;       /* --allow RANGES, repeatable (NULL = everyone) */
+    const char *deny;        /* --deny RANGES, repeatable (NULL = nobody) */
 };
 
-/* The optional flags a program accepts besides --host, --port, --framing. */
-enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2, FLAG_ACCESS = 4 };
+/*
+ * The optional flags a program accepts besides --host, --port, --framing;
+ * FLAG_NO_FRAMING refuses --framing (the chat room speaks lines only).
+ */
+enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2, FLAG_ACCESS = 4, FLAG_NO_FRAMING = 8 };
 
 /*
  * Parse argv (`--flag value` or `--flag=value`). `--help` prints `usage` on

@@ -2,6 +2,8 @@
 
 use std::ffi::{c_char, c_void, CString};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::Status;
 use crate::room::{LeaveReason, Room, RoomConfig, RoomEvent, RoomStats};
@@ -30,6 +32,11 @@ use super::handles::{arc_free, arc_from_c, arc_into_c};
 /// `tcpchat_room_shutdown`, `tcpchat_room_get_stats`, `tcpchat_room_free`.
 pub struct tcpchat_room {
     room: Room,
+    /// Set by `tcpchat_room_free()` once the room is shut down: the callback
+    /// is never called after that returns. (Freed from inside the callback,
+    /// on the room's thread, the shutdown only starts; the loop finishes it
+    /// after the callback returns, without calling it again.)
+    freed: Arc<AtomicBool>,
 }
 
 /// What kind of `tcpchat_room_event` it is; one of the
@@ -47,7 +54,9 @@ pub const TCPCHAT_ROOM_EVENT_RENAME: tcpchat_room_event_kind = 3;
 /// Something that happened in the room, as a `tcpchat_room_callback` sees it.
 ///
 /// Every string is NUL-terminated UTF-8, owned by the library and valid only
-/// during the callback; fields that do not apply to the kind are NULL.
+/// during the callback; fields that do not apply to the kind are NULL. Names
+/// and addresses never contain a NUL byte; a message may (it is valid
+/// UTF-8), so `text_len` gives its exact length.
 #[repr(C)]
 pub struct tcpchat_room_event {
     /// One of the `TCPCHAT_ROOM_EVENT_*` values.
@@ -65,6 +74,10 @@ pub struct tcpchat_room_event {
     pub address: *const c_char,
     /// `TCPCHAT_ROOM_EVENT_LEAVE`: why it left; otherwise `TCPCHAT_LEAVE_REASON_QUIT`.
     pub reason: LeaveReason,
+    /// `TCPCHAT_ROOM_EVENT_MESSAGE`: the length of `text` in bytes, without
+    /// the terminating NUL (a NUL byte inside the line would cut `text`
+    /// short as a C string); otherwise 0.
+    pub text_len: usize,
 }
 
 /// Observes the room: called for every `tcpchat_room_event`.
@@ -81,6 +94,8 @@ pub type tcpchat_room_callback = Option<unsafe extern "C" fn(user_data: *mut c_v
 struct CallbackTarget {
     cb: unsafe extern "C" fn(*mut c_void, *const tcpchat_room_event),
     user_data: *mut c_void,
+    /// The room handle's `freed` flag.
+    freed: Arc<AtomicBool>,
 }
 // SAFETY: the header tells the program that the callback runs on the room's
 // thread with this user data; the program vouches for that.
@@ -90,8 +105,19 @@ fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "\\0")).unwrap_or_default()
 }
 
+/// The exact bytes of `s` and a terminating NUL (`s` may contain NULs).
+fn nul_terminated(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len() + 1);
+    v.extend_from_slice(s.as_bytes());
+    v.push(0);
+    v
+}
+
 impl CallbackTarget {
     fn deliver(&self, event: &RoomEvent) {
+        if self.freed.load(Ordering::Acquire) {
+            return; // the program freed the room: its user data may be gone
+        }
         let name;
         let mut old = None;
         let mut text = None;
@@ -110,7 +136,7 @@ impl CallbackTarget {
             }
             RoomEvent::Message { name: n, text: t, .. } => {
                 name = cstring(n);
-                text = Some(cstring(t));
+                text = Some(nul_terminated(t));
                 TCPCHAT_ROOM_EVENT_MESSAGE
             }
             RoomEvent::Rename { old: o, new, .. } => {
@@ -125,9 +151,10 @@ impl CallbackTarget {
             client_id: event.id(),
             name: name.as_ptr(),
             old_name: opt(&old),
-            text: opt(&text),
+            text: text.as_ref().map_or(ptr::null(), |t| t.as_ptr().cast()),
             address: opt(&addr),
             reason,
+            text_len: text.as_ref().map_or(0, |t| t.len() - 1),
         };
         // SAFETY: the program supplied the callback and user data for this;
         // `ev` and its strings live until the call returns.
@@ -167,7 +194,10 @@ pub unsafe extern "C" fn tcpchat_room_bind(
             rc = rc.with_queue_limit(queue_limit);
         }
         let room = Room::bind(host, port, rc)?;
-        out_room.write(arc_into_c(tcpchat_room { room }));
+        out_room.write(arc_into_c(tcpchat_room {
+            room,
+            freed: Arc::new(AtomicBool::new(false)),
+        }));
         Ok(())
     })
 }
@@ -202,7 +232,8 @@ pub unsafe extern "C" fn tcpchat_room_local_port(room: *const tcpchat_room, out_
 /// stop observing with NULL. Set it before the room runs:
 /// `TCPCHAT_STATUS_INVALID_ARGUMENT` while it runs, `TCPCHAT_STATUS_CANCELLED`
 /// after it has shut down. `user_data` is passed to every call unchanged
-/// and must stay valid until the room is freed (or the callback replaced).
+/// and must stay valid until the room is freed (or the callback replaced):
+/// the callback is never called after `tcpchat_room_free()` returns.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_room_set_callback(
     room: *const tcpchat_room,
@@ -213,7 +244,11 @@ pub unsafe extern "C" fn tcpchat_room_set_callback(
         let r = arc_from_c(room, "room")?;
         match callback {
             Some(cb) => {
-                let target = CallbackTarget { cb, user_data };
+                let target = CallbackTarget {
+                    cb,
+                    user_data,
+                    freed: r.freed.clone(),
+                };
                 r.room.on_event(move |e| target.deliver(e))
             }
             None => r.room.on_event(|_| {}),
@@ -255,9 +290,9 @@ pub unsafe extern "C" fn tcpchat_room_start(room: *const tcpchat_room) -> Status
 
 /// Send `* TEXT` to every client, from any thread. `text` is a
 /// NUL-terminated UTF-8 string without a newline, borrowed for the call.
-/// Refused with `TCPCHAT_STATUS_INVALID_ARGUMENT` (not UTF-8, a newline, or
-/// longer than the maximum message size) or `TCPCHAT_STATUS_CANCELLED` (the
-/// room is shutting down).
+/// Refused with `TCPCHAT_STATUS_INVALID_ARGUMENT` (NULL, not UTF-8, or a
+/// newline), `TCPCHAT_STATUS_MESSAGE_TOO_LARGE` (longer than the maximum
+/// message size) or `TCPCHAT_STATUS_CANCELLED` (the room is shutting down).
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_room_post(room: *const tcpchat_room, text: *const c_char) -> Status {
     guard(|| {
@@ -292,13 +327,20 @@ pub unsafe extern "C" fn tcpchat_room_get_stats(room: *const tcpchat_room, out_s
 }
 
 /// Shut the room down (see `tcpchat_room_shutdown()`) and free it. NULL is
-/// ignored. The handle must not be used afterwards.
+/// ignored. The handle must not be used afterwards, and the callback is not
+/// called after this returns, so its user data may be freed then. Called
+/// from the callback, it returns at once and the room finishes shutting
+/// down (every client still gets the closing line) after the callback
+/// returns, without calling it again.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_room_free(room: *mut tcpchat_room) {
     guard_value((), || {
         if !room.is_null() {
-            // Stop it now, whoever else still holds a reference.
+            // Stop it now, whoever else still holds a reference; then no
+            // more callbacks (the loop may still run, when this is called
+            // from the callback on the room's own thread).
             (*room).room.shutdown();
+            (*room).freed.store(true, Ordering::Release);
         }
         arc_free(room)
     })

@@ -41,6 +41,7 @@ static void test_free_null(void)
     tcpchat_config_free(NULL);
     tcpchat_conn_free(NULL);
     tcpchat_server_free(NULL);
+    tcpchat_room_free(NULL);
     CHECK(true); /* still alive */
 }
 
@@ -203,6 +204,54 @@ static void test_server_null(void)
     tcpchat_server_free(s);
 }
 
+static void test_room_null(void)
+{
+    char addr[TCPCHAT_ADDR_MAX];
+    size_t n = 42;
+    uint16_t port = 7;
+    tcpchat_room_stats stats;
+    tcpchat_room *sentinel = (tcpchat_room *)&sentinel; /* must stay untouched */
+    tcpchat_room *room = sentinel;
+
+    CHECK_INVALID(tcpchat_room_bind(NULL, 0, NULL, 0, &room));
+    CHECK_ERR("host");
+    CHECK_INVALID(tcpchat_room_bind("127.0.0.1", 0, NULL, 0, NULL));
+    CHECK_ERR("out_room");
+    CHECK_INVALID(tcpchat_room_bind("127.0.0.1", -1, NULL, 0, &room));
+    CHECK_ERR("-1");
+    CHECK_INVALID(tcpchat_room_bind("127.0.0.1", 65536, NULL, 0, &room));
+    CHECK_INVALID(tcpchat_room_bind("\xff", 0, NULL, 0, &room));
+    CHECK_ERR("UTF-8");
+    CHECK(room == sentinel);
+
+    CHECK_INVALID(tcpchat_room_local_addr(NULL, addr, sizeof addr, &n));
+    CHECK_ERR("room");
+    CHECK_INVALID(tcpchat_room_local_port(NULL, &port));
+    CHECK_INVALID(tcpchat_room_set_callback(NULL, NULL, NULL));
+    CHECK_INVALID(tcpchat_room_run(NULL, &stats));
+    CHECK_INVALID(tcpchat_room_run(NULL, NULL));
+    CHECK_INVALID(tcpchat_room_start(NULL));
+    CHECK_INVALID(tcpchat_room_post(NULL, "x"));
+    CHECK_ERR("room");
+    CHECK_INVALID(tcpchat_room_shutdown(NULL));
+    CHECK_INVALID(tcpchat_room_get_stats(NULL, &stats));
+    CHECK(n == 42 && port == 7);
+
+    /* A real room with NULL pointers. */
+    room = NULL;
+    if (!CHECK_OK(tcpchat_room_bind("127.0.0.1", 0, NULL, 0, &room)))
+        return;
+    CHECK_INVALID(tcpchat_room_local_addr(room, NULL, 10, &n));
+    CHECK_INVALID(tcpchat_room_local_port(room, NULL));
+    CHECK_ERR("out_port");
+    CHECK_INVALID(tcpchat_room_post(room, NULL));
+    CHECK_ERR("text");
+    CHECK_INVALID(tcpchat_room_get_stats(room, NULL));
+    CHECK_ERR("out_stats");
+    CHECK(n == 42);
+    tcpchat_room_free(room);
+}
+
 /* A real connection with NULL and zero-length arguments. */
 static void test_conn_arguments(void)
 {
@@ -304,6 +353,7 @@ int main(void)
     test_connect_and_bind_arguments();
     test_conn_null();
     test_server_null();
+    test_room_null();
     test_conn_arguments();
     return finish();
 }
