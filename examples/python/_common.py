@@ -47,9 +47,11 @@ def _positive(text: str) -> int:
 
 
 def parser(prog: str, description: str, *, listen: bool, once: bool = False,
-           max_clients: bool = False) -> argparse.ArgumentParser:
+           max_clients: bool = False, framing: bool = True,
+           max_clients_help: Optional[str] = None) -> argparse.ArgumentParser:
     """The flags of the examples, as in the Rust and C ones (CONTRACT.md).
-    A bad flag prints the usage and exits 2 (argparse does that)."""
+    A bad flag prints the usage and exits 2 (argparse does that). The chat
+    room has no --framing (it speaks lines only): ``framing=False``."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on" if listen else
@@ -58,15 +60,16 @@ def parser(prog: str, description: str, *, listen: bool, once: bool = False,
     p.add_argument("--port", type=_port, default=8080,
                    help="port to listen on; 0 picks a free one (default 8080)" if listen else
                    "server port (default 8080)")
-    p.add_argument("--framing", choices=["raw", "line", "frame"], default="line",
-                   help="wire format (default line)")
+    if framing:
+        p.add_argument("--framing", choices=["raw", "line", "frame"], default="line",
+                       help="wire format (default line)")
     if once:
         p.add_argument("--once", action="store_true",
                        help="exit after the first client instead of waiting for the next")
     if max_clients:
-        p.add_argument("--max-clients", type=_positive, default=None,
-                       help="clients served at once; one more is told the server is full"
-                       " (default 1024)")
+        p.add_argument("--max-clients", type=_positive, default=None, metavar="N",
+                       help=max_clients_help or "clients served at once; one more is told"
+                       " the server is full (default 1024)")
     if listen:
         p.add_argument("--allow", action="append", default=[], metavar="RANGES",
                        help="accept only these addresses/CIDR ranges (comma-separated; repeatable)")
@@ -80,7 +83,7 @@ def server_config(p: argparse.ArgumentParser, args: argparse.Namespace,
     """The settings of a server example's flags, checked by the library: a
     range that does not parse is a usage error (exit 2)."""
     config = tcpchat.Config(
-        framing=tcpchat.Framing.parse(args.framing),
+        framing=tcpchat.Framing.parse(getattr(args, "framing", "line")),
         allow=tuple(r for flag in args.allow for r in tcpchat.Config(allow=flag).allow),
         deny=tuple(r for flag in args.deny for r in tcpchat.Config(deny=flag).deny),
         **options,

@@ -82,6 +82,11 @@ EXPECTED: Dict[str, Tuple[Any, ...]] = {
     "const tcpchat_chat_callbacks *": (P(_ffi.tcpchat_chat_callbacks),),
     "tcpchat_session_end *": (P(ctypes.c_int),),
     "tcpchat_echo_stats *": (P(_ffi.tcpchat_echo_stats),),
+    "const tcpchat_room *": (P(_ffi.tcpchat_room),),
+    "tcpchat_room *": (P(_ffi.tcpchat_room),),
+    "tcpchat_room * *": (P(P(_ffi.tcpchat_room)),),
+    "tcpchat_room_callback": (_ffi.tcpchat_room_callback,),
+    "tcpchat_room_stats *": (P(_ffi.tcpchat_room_stats),),
 }
 
 
@@ -142,7 +147,7 @@ def test_constants_match() -> None:
     assert defines, "no #define constants found"
     for k, v in defines.items():
         assert getattr(_ffi, k) == v, k
-    for enum_name in ("tcpchat_status", "tcpchat_session_end"):
+    for enum_name in ("tcpchat_status", "tcpchat_session_end", "tcpchat_leave_reason"):
         for k, v in header_enum(enum_name).items():
             assert getattr(_ffi, k) == v, k
 
@@ -161,6 +166,11 @@ def test_public_enums_match_the_header() -> None:
     }
     assert {f"TCPCHAT_LOG_{level.name}": level.value for level in tcpchat.LogLevel} == {
         k: v for k, v in defines.items() if k.startswith("TCPCHAT_LOG_")
+    }
+    reasons = header_enum("tcpchat_leave_reason")
+    assert {f"TCPCHAT_LEAVE_REASON_{r.name}": r.value for r in tcpchat.LeaveReason} == reasons
+    assert {f"TCPCHAT_ROOM_EVENT_{k.name}": k.value for k in tcpchat.RoomEventKind} == {
+        k: v for k, v in defines.items() if k.startswith("TCPCHAT_ROOM_EVENT_")
     }
 
 
@@ -185,6 +195,40 @@ def test_structs_match() -> None:
     assert declared == header_struct("tcpchat_chat_callbacks")
     assert [f for f, _ in _ffi.tcpchat_echo_stats._fields_] == header_struct("tcpchat_echo_stats")
     assert all(t is ctypes.c_uint64 for _, t in _ffi.tcpchat_echo_stats._fields_)
+    assert [f for f, _ in _ffi.tcpchat_room_stats._fields_] == header_struct("tcpchat_room_stats")
+    assert all(t is ctypes.c_uint64 for _, t in _ffi.tcpchat_room_stats._fields_)
+    assert [f for f, _ in _ffi.tcpchat_room_event._fields_] == header_struct("tcpchat_room_event")
+
+
+def test_room_event_field_types() -> None:
+    """Each field of tcpchat_room_event has the C type's size and a matching
+    ctypes type, so the struct's layout is the library's."""
+    m = re.search(r"typedef struct \{([^{}]*)\} tcpchat_room_event;", CODE)
+    assert m
+    c_types = {}
+    for decl in m.group(1).split(";"):
+        decl = " ".join(decl.split())
+        if decl:
+            c_type, name = decl.rsplit(" ", 1)
+            if name.startswith("*"):
+                c_type, name = c_type + " *", name[1:]
+            c_types[name] = " ".join(c_type.replace("*", " * ").split())
+    allowed = {
+        "tcpchat_room_event_kind": (ctypes.c_uint32,),
+        "uint64_t": (ctypes.c_uint64,),
+        "const char *": (ctypes.c_char_p, ctypes.c_void_p),
+        "tcpchat_leave_reason": (ctypes.c_int,),
+        "size_t": (ctypes.c_size_t,),
+    }
+    for name, ctype in _ffi.tcpchat_room_event._fields_:
+        assert ctype in allowed[c_types[name]], f"tcpchat_room_event.{name}: {ctype} for {c_types[name]!r}"
+
+
+def test_room_callback_signature() -> None:
+    m = re.search(r"typedef void \(\*tcpchat_room_callback\)\(([^)]*)\);", CODE)
+    assert m
+    assert len(_ffi.tcpchat_room_callback._argtypes_) == len(m.group(1).split(","))
+    assert _ffi.tcpchat_room_callback._argtypes_[1] is ctypes.POINTER(_ffi.tcpchat_room_event)
 
 
 def test_log_callback_signature() -> None:

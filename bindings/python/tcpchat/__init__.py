@@ -1,7 +1,8 @@
 """tcpchat: a TCP chat library (Python bindings over the C API, via ctypes).
 
 Framed messages over TCP (``LINE``, ``FRAME`` or ``RAW``), the classic
-tutorial's turn-based chat session, and an echo service::
+tutorial's turn-based chat session, an echo service, and a chat room for
+many clients (:class:`Room`)::
 
     import tcpchat
 
@@ -50,6 +51,7 @@ from ._errors import (
     WouldBlockError,
 )
 from ._log import LogLevel, set_log_handler
+from ._room import LeaveReason, Room, RoomEvent, RoomEventKind, RoomStats
 from ._server import EchoStats, Server
 from ._version import __version__
 
@@ -81,6 +83,7 @@ __all__ = [
     "InternalError",
     "InterruptedError",
     "InvalidArgumentError",
+    "LeaveReason",
     "LogLevel",
     "MessageTooLargeError",
     "NetworkError",
@@ -89,6 +92,10 @@ __all__ = [
     "ResetError",
     "ResolveError",
     "Role",
+    "Room",
+    "RoomEvent",
+    "RoomEventKind",
+    "RoomStats",
     "Server",
     "ServerFullError",
     "SessionEnd",

@@ -138,6 +138,10 @@ tcpchat_log_level = c_uint32
 tcpchat_framing = c_uint32
 # typedef uint32_t tcpchat_role;
 tcpchat_role = c_uint32
+# typedef enum {...} tcpchat_leave_reason;  (a C enum: int)
+tcpchat_leave_reason = c_int
+# typedef uint32_t tcpchat_room_event_kind;
+tcpchat_room_event_kind = c_uint32
 
 
 class tcpchat_config(Structure):
@@ -150,6 +154,10 @@ class tcpchat_conn(Structure):
 
 class tcpchat_server(Structure):
     """typedef struct tcpchat_server tcpchat_server;  (opaque)"""
+
+
+class tcpchat_room(Structure):
+    """typedef struct tcpchat_room tcpchat_room;  (opaque)"""
 
 
 # typedef void (*tcpchat_log_callback)(void *user_data, tcpchat_log_level level,
@@ -188,6 +196,43 @@ class tcpchat_echo_stats(Structure):
         ("refused", c_uint64),
         ("messages", c_uint64),
         ("errors", c_uint64),
+    ]
+
+
+class tcpchat_room_event(Structure):
+    """typedef struct { kind; client_id; name; old_name; text; address; reason;
+    text_len; } tcpchat_room_event;
+
+    ``text`` is a ``c_void_p`` (read ``text_len`` bytes there): a message may
+    contain a NUL byte, which a ``c_char_p`` would cut it at. The other
+    strings are NUL-free (``c_char_p``: ctypes copies them to bytes)."""
+
+    _fields_ = [
+        ("kind", tcpchat_room_event_kind),
+        ("client_id", c_uint64),
+        ("name", c_char_p),
+        ("old_name", c_char_p),
+        ("text", c_void_p),
+        ("address", c_char_p),
+        ("reason", tcpchat_leave_reason),
+        ("text_len", c_size_t),
+    ]
+
+
+# typedef void (*tcpchat_room_callback)(void *user_data, const tcpchat_room_event *event);
+tcpchat_room_callback = CFUNCTYPE(None, c_void_p, POINTER(tcpchat_room_event))
+
+
+class tcpchat_room_stats(Structure):
+    """typedef struct { uint64_t joined, refused, messages, dropped, online; }
+    tcpchat_room_stats;"""
+
+    _fields_ = [
+        ("joined", c_uint64),
+        ("refused", c_uint64),
+        ("messages", c_uint64),
+        ("dropped", c_uint64),
+        ("online", c_uint64),
     ]
 
 
@@ -233,6 +278,19 @@ TCPCHAT_LOG_WARN = 2
 TCPCHAT_LOG_INFO = 3
 TCPCHAT_LOG_DEBUG = 4
 
+TCPCHAT_LEAVE_REASON_QUIT = 0
+TCPCHAT_LEAVE_REASON_CLOSED = 1
+TCPCHAT_LEAVE_REASON_LOST = 2
+TCPCHAT_LEAVE_REASON_SLOW_READER = 3
+TCPCHAT_LEAVE_REASON_IDLE_TIMEOUT = 4
+TCPCHAT_LEAVE_REASON_LINE_TOO_LONG = 5
+TCPCHAT_LEAVE_REASON_SHUTDOWN = 6
+
+TCPCHAT_ROOM_EVENT_JOIN = 0
+TCPCHAT_ROOM_EVENT_LEAVE = 1
+TCPCHAT_ROOM_EVENT_MESSAGE = 2
+TCPCHAT_ROOM_EVENT_RENAME = 3
+
 # ----------------------------------------------------------------------------
 # Functions, in header order
 # ----------------------------------------------------------------------------
@@ -240,6 +298,7 @@ TCPCHAT_LOG_DEBUG = 4
 _config_p = POINTER(tcpchat_config)
 _conn_p = POINTER(tcpchat_conn)
 _server_p = POINTER(tcpchat_server)
+_room_p = POINTER(tcpchat_room)
 _size_p = POINTER(c_size_t)
 
 # --- library -----------------------------------------------------------------
@@ -402,6 +461,45 @@ tcpchat_conn_try_send = _declare(
 )
 # tcpchat_status tcpchat_conn_try_flush(tcpchat_conn *conn);
 tcpchat_conn_try_flush = _declare("tcpchat_conn_try_flush", tcpchat_status, [_conn_p])
+
+# --- rooms -------------------------------------------------------------------
+
+# tcpchat_status tcpchat_room_bind(const char *host, int32_t port,
+#     const tcpchat_config *config, size_t queue_limit, tcpchat_room **out_room);
+tcpchat_room_bind = _declare(
+    "tcpchat_room_bind", tcpchat_status, [c_char_p, c_int32, _config_p, c_size_t, POINTER(_room_p)]
+)
+# tcpchat_status tcpchat_room_local_addr(const tcpchat_room *room, char *buf, size_t len,
+#     size_t *out_len);
+tcpchat_room_local_addr = _declare(
+    "tcpchat_room_local_addr", tcpchat_status, [_room_p, c_char_p, c_size_t, _size_p]
+)
+# tcpchat_status tcpchat_room_local_port(const tcpchat_room *room, uint16_t *out_port);
+tcpchat_room_local_port = _declare(
+    "tcpchat_room_local_port", tcpchat_status, [_room_p, POINTER(c_uint16)]
+)
+# tcpchat_status tcpchat_room_set_callback(const tcpchat_room *room,
+#     tcpchat_room_callback callback, void *user_data);
+tcpchat_room_set_callback = _declare(
+    "tcpchat_room_set_callback", tcpchat_status, [_room_p, tcpchat_room_callback, c_void_p]
+)
+# tcpchat_status tcpchat_room_run(const tcpchat_room *room, tcpchat_room_stats *out_stats);
+tcpchat_room_run = _declare(
+    "tcpchat_room_run", tcpchat_status, [_room_p, POINTER(tcpchat_room_stats)]
+)
+# tcpchat_status tcpchat_room_start(const tcpchat_room *room);
+tcpchat_room_start = _declare("tcpchat_room_start", tcpchat_status, [_room_p])
+# tcpchat_status tcpchat_room_post(const tcpchat_room *room, const char *text);
+tcpchat_room_post = _declare("tcpchat_room_post", tcpchat_status, [_room_p, c_char_p])
+# tcpchat_status tcpchat_room_shutdown(const tcpchat_room *room);
+tcpchat_room_shutdown = _declare("tcpchat_room_shutdown", tcpchat_status, [_room_p])
+# tcpchat_status tcpchat_room_get_stats(const tcpchat_room *room,
+#     tcpchat_room_stats *out_stats);
+tcpchat_room_get_stats = _declare(
+    "tcpchat_room_get_stats", tcpchat_status, [_room_p, POINTER(tcpchat_room_stats)]
+)
+# void tcpchat_room_free(tcpchat_room *room);
+tcpchat_room_free = _declare("tcpchat_room_free", None, [_room_p])
 
 # --- servers -----------------------------------------------------------------
 
