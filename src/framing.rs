@@ -178,8 +178,11 @@ impl Decoder {
         if self.framing == Framing::Frame && live >= 4 {
             let len = self.frame_len() as usize;
             // Only reached for lengths within the limit (peek refuses others).
+            // Room for the whole frame, but only as its bytes come: at most
+            // twice what has arrived, so that a length prefix alone commits
+            // no memory (a peer may promise the limit and send nothing more).
             if len <= self.max {
-                need = need.max(4 + len);
+                need = need.max((4 + len).min(2 * (live + want)));
             }
         }
         if self.buf.len() - self.end >= want && self.buf.len() - self.start >= need {
@@ -303,6 +306,11 @@ impl Decoder {
                     return Err(self.too_large(avail as u64));
                 }
                 if self.eof && avail > 0 {
+                    // The final line keeps a last '\r' (there is no '\n' for
+                    // it to belong to), so the whole rest counts.
+                    if avail > self.max {
+                        return Err(self.too_large(avail as u64));
+                    }
                     return Ok(Some(Located {
                         start: self.start,
                         end: self.end,
@@ -540,6 +548,23 @@ mod tests {
         assert_eq!(d.peek().unwrap_err().status(), Status::MessageTooLarge);
     }
 
+    /// Found by the fuzz target `line_decoder`: a final line without its
+    /// newline was delivered at end of stream with one byte over the limit.
+    #[test]
+    fn final_line_at_end_of_stream_obeys_the_limit() {
+        let mut d = Decoder::new(Framing::Line, 4, 1024);
+        d.feed(b"abcd");
+        d.set_eof();
+        assert_eq!(drain(&mut d), vec![b"abcd".to_vec()]);
+        for last in [&b"abcde"[..], b"abcd\r"] {
+            let mut d = Decoder::new(Framing::Line, 4, 1024);
+            d.feed(last);
+            assert_eq!(d.peek().unwrap(), None, "a newline may still come");
+            d.set_eof();
+            assert_eq!(d.peek().unwrap_err().status(), Status::MessageTooLarge, "{last:?}");
+        }
+    }
+
     #[test]
     fn frame_split_prefix_and_empty_message() {
         let wire = enc(Framing::Frame, &[b"", b"xyz", b"\n\0binary"]);
@@ -577,6 +602,22 @@ mod tests {
         let mut src: &[u8] = &[0u8; 100];
         d.read_from(&mut src).unwrap();
         assert!(d.buf.len() <= 2 * READ_CHUNK);
+    }
+
+    /// A frame within a high limit that promises much and sends little:
+    /// the buffer grows with the bytes that came, not with the promise.
+    #[test]
+    fn a_promised_length_alone_commits_no_memory() {
+        let mut d = Decoder::new(Framing::Frame, 1 << 30, 1024);
+        let mut wire = (1u32 << 30).to_be_bytes().to_vec();
+        wire.extend_from_slice(&[1u8; 100_000]);
+        let mut src: &[u8] = &wire;
+        while d.read_from(&mut src).unwrap() > 0 {
+            assert_eq!(d.peek().unwrap(), None);
+        }
+        // A small multiple of the 100 kB that came (the buffer doubles as it
+        // fills), not the 1 GiB promised.
+        assert!(d.buf.len() < 1 << 20, "buffer grew to {}", d.buf.len());
     }
 
     #[test]
@@ -786,7 +827,9 @@ mod tests {
                     assert!(d.buffered() <= max + 4 + 200, "buffered {}", d.buffered());
                 }
                 d.set_eof();
-                let _ = d.next_message();
+                if let Ok(Some(m)) = d.next_message() {
+                    assert!(framing == Framing::Raw || m.len() <= max, "{} > {max}", m.len());
+                }
             }
         }
     }

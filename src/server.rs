@@ -181,8 +181,19 @@ impl Server {
                         drop(stream);
                         continue;
                     };
+                    let conn = match Conn::new(stream, self.config.clone(), Some(self.shutdown.clone())) {
+                        Ok(conn) => conn,
+                        // The peer reset the connection between its handshake
+                        // and this accept (its address can no longer be
+                        // read): nothing to serve, and no fault of the
+                        // server's, which takes the next client.
+                        Err(e) if peer_gone(&e) => {
+                            log_at!(LogLevel::Info, "{peer} left before it was accepted: {e}");
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     log_at!(LogLevel::Info, "accepted {peer}");
-                    let conn = Conn::new(stream, self.config.clone(), Some(self.shutdown.clone()))?;
                     return Ok(conn.with_address_slot(slot));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !block => {
@@ -222,6 +233,19 @@ impl Server {
 
     pub(crate) fn shutdown_canceller(&self) -> &Canceller {
         &self.shutdown
+    }
+}
+
+/// Whether setting up an accepted connection failed because the peer has
+/// already gone (reset), rather than for want of resources.
+fn peer_gone(e: &Error) -> bool {
+    match e {
+        Error::ConnectionReset(_) | Error::Closed(_) => true,
+        Error::Io { source, .. } => matches!(
+            source.kind(),
+            io::ErrorKind::NotConnected | io::ErrorKind::InvalidInput
+        ),
+        _ => false,
     }
 }
 

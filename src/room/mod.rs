@@ -102,6 +102,9 @@ use crate::sys;
 mod engine;
 mod text;
 
+#[doc(hidden)]
+pub use text::fuzz_lines;
+
 use engine::Engine;
 
 /// The default [`RoomConfig::queue_limit`]: 256 KiB. (Not public: cbindgen

@@ -207,6 +207,49 @@ pub(crate) fn who<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Arc<[u8]
     line(&text)
 }
 
+/// Not part of the API: the entry point of the fuzz targets (`fuzz/`) and
+/// of `tests/fuzz_corpus.rs`. Reads `data` as a member's byte stream does
+/// (line framing, lines over `max` bytes refused), parses each line and
+/// builds what the room would write for it, checking that every line
+/// written is one whole line. Returns how many lines would be broadcast;
+/// panics only on a bug.
+#[doc(hidden)]
+pub fn fuzz_lines(max: usize, data: &[u8]) -> usize {
+    let mut decoder = crate::framing::Decoder::new(crate::config::Framing::Line, max, 1);
+    decoder.feed(data);
+    decoder.set_eof();
+    let mut said = 0;
+    while let Ok(Some(line)) = decoder.next_message() {
+        assert!(line.len() <= max.max(1) && !line.contains(&b'\n'));
+        let out = match parse(line) {
+            Input::Empty => continue,
+            Input::Say(t) => {
+                assert!(!t.is_empty() && line.ends_with(t.as_bytes()));
+                said += 1;
+                chat("guest1", t)
+            }
+            Input::Nick(n) if valid_name(n) => {
+                assert!(n.bytes().all(|b| b.is_ascii_graphic()) && name_key(n).len() == n.len());
+                renamed("guest1", n)
+            }
+            Input::Nick(n) => name_invalid(n),
+            Input::Who => who(["guest1", "guest2"].into_iter()),
+            Input::Quit => bye(),
+            Input::Help => help(),
+            Input::Unknown(w) => {
+                assert!(w.starts_with('/') && !w.contains(char::is_whitespace));
+                unknown_command(w)
+            }
+            Input::BadUtf8 => {
+                assert!(std::str::from_utf8(line).is_err());
+                bad_utf8()
+            }
+        };
+        assert_eq!(out.iter().position(|&b| b == b'\n'), Some(out.len() - 1));
+    }
+    said
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
