@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Every test of tcpchat, in one command: Rust (unit, integration, doc),
-# clippy, the C API (examples, tests under valgrind, install via pkg-config,
-# header checks) and the Python binding (mypy, pytest, interop).
+# Every test of tcpchat, in one command: Rust (unit, integration, doc,
+# hostile peers, the fuzz corpus), clippy, the C API (examples, tests under
+# valgrind, install via pkg-config, header checks), the Python binding
+# (mypy, pytest, interop), and the short modes of the soak run, the
+# benchmarks and the fuzzers. TCPCHAT_SKIP_FUZZ=1 skips the fuzz run (it
+# installs cargo-fuzz the first time).
 #
 #   bash tests/run_all.sh
 #
@@ -45,6 +48,13 @@ fi
 step "C: examples" make -C examples/c
 step "C: tests (valgrind=$VALGRIND)" make -C tests/c check VALGRIND="$VALGRIND"
 step "Python: mypy and pytest" bash tests/python/run.sh
+# Hardening and performance, in their short CI modes: they check counts,
+# checksums and memory bounds, never a time.
+step "Soak: the room under mixed hostile load (quick)" cargo run --release --example soak -- --quick
+step "Benchmarks (quick: counts and checksums only)" bash benches/run.sh --quick
+if [ "${TCPCHAT_SKIP_FUZZ:-0}" != 1 ]; then
+    step "Fuzz: each target for a short run" bash fuzz/run.sh "${TCPCHAT_FUZZ_SECONDS:-15}"
+fi
 
 printf '\n'
 if [ "$failed" -gt 0 ]; then

@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# The tcpchat benchmark (issue 6), in one command:
+#
+#   bash benches/run.sh            # every workload, 5 repetitions (a few minutes)
+#   bash benches/run.sh --quick    # small counts, 1 repetition: for CI (well under a minute)
+#   bash benches/run.sh --reps 9   # more repetitions
+#   bash benches/run.sh --only 'B/frame/64/' --no-room   # a subset (ids: see target/bench/results.jsonl)
+#
+# It builds what it needs (the release library and examples, the Rust bench
+# binary benches/throughput.rs, the C program benches/bench_c.c with gcc -O2
+# against target/release; the Python benchmark uses bindings/python and
+# target/release/libtcpchat.so), runs every workload of issue 6 over
+# 127.0.0.1 for every implementation, interleaving the implementations in
+# each repetition so that noise from other work spreads over all of them, and
+# prints ONE markdown table: each workload and implementation with the median
+# and min-max over the repetitions and the ratio to the raw baseline measured
+# in the same run (benches/report.py makes it).
+#
+# Every program checks every message (counts, lengths, checksums; echoes
+# equal to what was sent) and exits non-zero on a mismatch; each run is
+# bounded by `timeout`. The exit status is non-zero when any measurement
+# failed or a count or checksum was wrong. No time is ever asserted.
+#
+# Streaming (workload B) through Rust and C: each repetition is the fastest
+# of 3 transfers in one process (each transfer checked); see BENCHMARKS.md.
+#
+# Latency (workload A) is measured twice: with both ends pinned to one CPU
+# (`taskset -c`), which is how the targets are judged (without pinning, the
+# wake-up of the other, idle CPU dominates the round trip), and unpinned.
+#
+# Output: the table on stdout (also written to target/bench/table.md); the
+# raw measurements in target/bench/results.jsonl; each run's log in
+# target/bench/logs/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+REPS=5
+ROOM=1
+ONLY=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --reps) REPS=${2:?--reps needs a number}; shift ;;
+        --reps=*) REPS=${1#--reps=} ;;
+        --no-room) ROOM=0 ;;
+        --only) ONLY=${2:?--only needs a regular expression}; shift ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument $1 (use --quick, --reps N, --only REGEX, --no-room)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    [ "$REPS" = 5 ] && REPS=1
+    A_COUNT=2000; A_WARMUP=100
+    B_SMALL=20000; B_BIG=2000
+    TRIALS=1
+    ROOM_ARGS=(--quick)
+    RUN_TIMEOUT=60
+else
+    A_COUNT=20000; A_WARMUP=1000
+    B_SMALL=1000000; B_BIG=200000
+    TRIALS=3
+    ROOM_ARGS=()
+    RUN_TIMEOUT=300
+fi
+
+OUT=$ROOT/target/bench
+LOGS=$OUT/logs
+mkdir -p "$LOGS"
+rm -f "$LOGS"/*.log "$OUT"/room-*.txt
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+# ----- build -------------------------------------------------------------------
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+say "building (cargo build --release --examples; cargo bench --no-run; gcc -O2)"
+cargo build --release --lib --examples >&2 || die "cargo build failed"
+RUST_BENCH=$(cargo bench --bench throughput --no-run --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+exe = ""
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "throughput" and m.get("executable"):
+        exe = m["executable"]
+print(exe)')
+[ -n "$RUST_BENCH" ] && [ -x "$RUST_BENCH" ] || die "building benches/throughput.rs failed (try: cargo bench --bench throughput --no-run)"
+C_BENCH=$OUT/bench_c
+${CC:-gcc} -O2 -std=c11 -Wall -Wextra -I"$ROOT/include" "$ROOT/benches/bench_c.c" -o "$C_BENCH" \
+    -L"$ROOT/target/release" -ltcpchat -Wl,-rpath,"$ROOT/target/release" -lpthread >&2 ||
+    die "building benches/bench_c.c failed"
+export TCPCHAT_LIB="${TCPCHAT_LIB:-$ROOT/target/release/libtcpchat.so}"
+PY=${PYTHON:-python3}
+ROOM_BENCH=$ROOT/target/release/examples/room_bench
+if [ "$ROOM" = 1 ] && [ ! -x "$ROOM_BENCH" ]; then
+    say "examples/room_bench is not built: workloads C and D are skipped"
+    ROOM=0
+fi
+
+# Pin to the first CPU this process may use (CPU 0 on most machines).
+PIN_CPU=$("$PY" -c 'import os; print(min(os.sched_getaffinity(0)))' 2>/dev/null || echo 0)
+if command -v taskset >/dev/null 2>&1; then
+    PIN=(taskset -c "$PIN_CPU")
+else
+    say "taskset is missing: the 'pinned' runs are not pinned"
+    PIN=()
+fi
+
+# ----- the measurements ----------------------------------------------------------
+
+# One measurement: id, pinned (true/false), expected count, then the command.
+# Appends {"id", "rep", "pinned", "count", "result", "log"} to RESULTS.
+failed=0
+measure() {
+    local id=$1 pinned=$2 count=$3
+    shift 3
+    if [ -n "$ONLY" ] && ! printf '%s' "$id" | grep -Eq -- "$ONLY"; then return 0; fi
+    local log=$LOGS/$(printf '%s' "$id" | tr '/' '_')-rep$rep.log
+    local cmd=("$@")
+    if [ "$pinned" = true ]; then cmd=("${PIN[@]}" "$@"); fi
+    printf '$ %s\n' "${cmd[*]}" >"$log"
+    timeout -k 5 "$RUN_TIMEOUT" "${cmd[@]}" >>"$log" 2>&1
+    local rc=$?
+    local result
+    result=$(grep -m1 '^RESULT ' "$log" | cut -c8-)
+    if [ $rc -ne 0 ] || [ -z "$result" ]; then
+        say "FAILED (exit $rc): $id rep $rep: see $log"
+        tail -n 5 "$log" >&2
+        result=null
+        failed=$((failed + 1))
+    fi
+    printf '{"id":"%s","rep":%d,"pinned":%s,"count":%d,"result":%s,"log":"%s"}\n' \
+        "$id" "$rep" "$pinned" "$count" "$result" "$log" >>"$RESULTS"
+}
+
+room() {
+    local txt=$OUT/room-rep$rep.txt log=$LOGS/room-rep$rep.log
+    printf '$ %s\n' "$ROOM_BENCH ${ROOM_ARGS[*]}" >"$log"
+    timeout -k 5 600 "$ROOM_BENCH" "${ROOM_ARGS[@]}" >"$txt" 2>>"$log"
+    local rc=$? ok=true
+    if [ $rc -ne 0 ]; then
+        say "FAILED (exit $rc): room_bench rep $rep: see $log"
+        tail -n 5 "$log" >&2
+        ok=false
+        failed=$((failed + 1))
+    fi
+    # The room's printed table goes into the results too, so that they stand alone.
+    "$PY" -c 'import json, sys
+rep, ok, txt, log = sys.argv[1:]
+try:
+    text = open(txt).read()
+except OSError:
+    text = ""
+print(json.dumps({"id": "room", "rep": int(rep), "ok": ok == "true", "room": txt, "text": text, "log": log}))' \
+        "$rep" "$ok" "$txt" "$log" >>"$RESULTS"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+printf '{"meta":{"reps":%d,"quick":%s,"a_count":%d,"pin_cpu":%d,"load_before":"%s"}}\n' \
+    "$REPS" "$([ "$QUICK" = 1 ] && echo true || echo false)" "$A_COUNT" "$PIN_CPU" "$load_before" >>"$RESULTS"
+say "$( [ "$QUICK" = 1 ] && echo quick mode, ) $REPS repetition(s); load average before: $load_before"
+
+for rep in $(seq 1 "$REPS"); do
+    say "repetition $rep of $REPS"
+    # A: ping-pong, 64 B frames, pinned then unpinned.
+    for pin in pinned unpinned; do
+        p=false; [ $pin = pinned ] && p=true
+        pp=(pingpong --size 64 --count "$A_COUNT" --warmup "$A_WARMUP")
+        measure "A-$pin/rust/raw" $p "$A_COUNT" "$RUST_BENCH" "${pp[@]}" --impl raw
+        measure "A-$pin/rust/tcpchat" $p "$A_COUNT" "$RUST_BENCH" "${pp[@]}" --impl tcpchat
+        measure "A-$pin/c/raw" $p "$A_COUNT" "$C_BENCH" "${pp[@]}" --impl raw
+        measure "A-$pin/c/tcpchat" $p "$A_COUNT" "$C_BENCH" "${pp[@]}" --impl tcpchat
+        # The raw C baseline with a poll() before each read, of 1 and of 3
+        # descriptors: what a cancellable wait costs (see BENCHMARKS.md).
+        measure "A-$pin/c/raw-poll1" $p "$A_COUNT" "$C_BENCH" "${pp[@]}" --impl raw-poll1
+        measure "A-$pin/c/raw-poll3" $p "$A_COUNT" "$C_BENCH" "${pp[@]}" --impl raw-poll3
+        measure "A-$pin/py/tutorial" $p "$A_COUNT" "$PY" benches/bench_py.py "${pp[@]}" --impl tutorial
+        measure "A-$pin/py/plain" $p "$A_COUNT" "$PY" benches/bench_py.py "${pp[@]}" --impl plain
+        measure "A-$pin/py/tcpchat" $p "$A_COUNT" "$PY" benches/bench_py.py "${pp[@]}" --impl tcpchat
+    done
+    # B: streaming, one way.
+    for framing in frame line; do
+        for size in 64 4096; do
+            count=$B_SMALL; [ $size = 4096 ] && count=$B_BIG
+            st=(stream --framing $framing --size $size --count "$count")
+            # Rust and C: each repetition is the fastest of $TRIALS transfers
+            # (each checked; 1,000,000 x 64 B takes only ~40 ms, so one
+            # scheduling hiccup on this shared machine would decide a single
+            # transfer). Python transfers take 0.2-3 s each: one per repetition.
+            tr=(--trials "$TRIALS")
+            id=B/$framing/$size
+            measure "$id/c/raw" false "$count" "$C_BENCH" "${st[@]}" "${tr[@]}" --impl raw
+            measure "$id/rust/raw" false "$count" "$RUST_BENCH" "${st[@]}" "${tr[@]}" --impl raw
+            measure "$id/rust/tcpchat-batch" false "$count" "$RUST_BENCH" "${st[@]}" "${tr[@]}" --impl tcpchat --recv batch
+            measure "$id/rust/tcpchat-into" false "$count" "$RUST_BENCH" "${st[@]}" "${tr[@]}" --impl tcpchat --recv into
+            measure "$id/c/tcpchat-many" false "$count" "$C_BENCH" "${st[@]}" "${tr[@]}" --impl tcpchat
+            measure "$id/c/tcpchat-recv" false "$count" "$C_BENCH" "${st[@]}" "${tr[@]}" --impl tcpchat-recv
+            measure "$id/py/tutorial" false "$count" "$PY" benches/bench_py.py "${st[@]}" --impl tutorial
+            measure "$id/py/plain" false "$count" "$PY" benches/bench_py.py "${st[@]}" --impl plain
+            measure "$id/py/tcpchat" false "$count" "$PY" benches/bench_py.py "${st[@]}" --impl tcpchat
+        done
+    done
+    # C and D: the room (examples/room_bench, which runs examples/chat_room).
+    if [ "$ROOM" = 1 ]; then room; fi
+done
+
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+printf '{"meta":{"load_after":"%s"}}\n' "$load_after" >>"$RESULTS"
+say "load average after: $load_after"
+
+# ----- the table -------------------------------------------------------------------
+
+quick_flag=()
+[ "$QUICK" = 1 ] && quick_flag=(--quick)
+"$PY" benches/report.py "$RESULTS" "${quick_flag[@]}" | tee "$OUT/table.md"
+report_rc=${PIPESTATUS[0]}
+if [ "$failed" -gt 0 ] || [ "$report_rc" -ne 0 ]; then
+    say "FAILED: $failed measurement(s) failed (see above)"
+    exit 1
+fi
+say "all measurements completed with the right counts and checksums"
