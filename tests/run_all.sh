@@ -47,6 +47,8 @@ else
 fi
 step "C: examples" make -C examples/c
 step "C: tests (valgrind=$VALGRIND)" make -C tests/c check VALGRIND="$VALGRIND"
+# The same C tests again, rebuilt with AddressSanitizer and UBSan.
+step "C: tests under ASan and UBSan" make -C tests/c clean check SANITIZE=1
 step "Python: mypy and pytest" bash tests/python/run.sh
 # Hardening and performance, in their short CI modes: they check counts,
 # checksums and memory bounds, never a time.
