@@ -698,6 +698,11 @@ impl Conn {
             Error::Protocol(s) => Error::Protocol(format!("{s} from {}; connection closed", self.peer)),
             other => other,
         };
+        // What was queued before the bad message (the echo service's replies
+        // to the good messages that came with it) still goes out first.
+        if !self.wbuf.is_empty() {
+            let _ = self.flush_inner(true);
+        }
         self.break_with(&e);
         e
     }

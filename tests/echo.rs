@@ -224,3 +224,25 @@ fn an_idle_client_is_dropped_after_the_idle_timeout() {
     still_serves(&srv, &cfg);
     assert_eq!(stop(&srv, service).errors, 1);
 }
+
+#[test]
+fn good_messages_sent_with_an_oversize_one_are_still_echoed() {
+    let cfg = config(Framing::Frame).with_max_message_size(100);
+    let (srv, service) = start(cfg.clone());
+    let mut s = raw_socket(&srv);
+    // Three good frames and a header promising too much, in one write: all
+    // arrive in one read, so the echoes are queued when the bad header is
+    // seen. They must go out before the connection is closed.
+    let mut wire = Vec::new();
+    for m in [&b"one"[..], b"two", b"three"] {
+        wire.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        wire.extend_from_slice(m);
+    }
+    wire.extend_from_slice(&1000u32.to_be_bytes());
+    s.write_all(&wire).unwrap();
+    let got = read_to_end(&mut s);
+    assert_eq!(got, wire[..wire.len() - 4], "the three echoes, then the close");
+    still_serves(&srv, &cfg);
+    let stats = stop(&srv, service);
+    assert_eq!(stats.errors, 1);
+}
