@@ -145,7 +145,7 @@ typedef enum {
 } tcpchat_session_end;
 
 /**
- * Why a member left the room (in [`RoomEvent::Leave`]). The numbers are
+ * Why a member left the room (in a leave event). The numbers are
  * stable, for the C API.
  */
 typedef enum {
@@ -166,11 +166,11 @@ typedef enum {
      */
     TCPCHAT_LEAVE_REASON_SLOW_READER = 3,
     /**
-     * It sent no complete line for [`Config::idle_timeout`].
+     * It sent no complete line for the idle timeout.
      */
     TCPCHAT_LEAVE_REASON_IDLE_TIMEOUT = 4,
     /**
-     * It sent a line longer than [`Config::max_message_size`].
+     * It sent a line longer than the maximum message size.
      */
     TCPCHAT_LEAVE_REASON_LINE_TOO_LONG = 5,
     /**
@@ -428,7 +428,8 @@ typedef struct {
 typedef void (*tcpchat_room_callback)(void *user_data, const tcpchat_room_event *event);
 
 /**
- * What a room has done so far ([`Room::stats`], [`RoomHandle::stats`]).
+ * What a room has done so far (`Room::stats` in Rust,
+ * `tcpchat_room_get_stats` in C, `Room.stats()` in Python).
  */
 typedef struct {
     /**

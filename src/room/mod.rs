@@ -167,7 +167,7 @@ impl RoomConfig {
     }
 }
 
-/// Why a member left the room (in [`RoomEvent::Leave`]). The numbers are
+/// Why a member left the room (in a leave event). The numbers are
 /// stable, for the C API.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -180,9 +180,9 @@ pub enum LeaveReason {
     Lost = 2,
     /// Its outgoing queue overflowed: it did not read fast enough.
     SlowReader = 3,
-    /// It sent no complete line for [`Config::idle_timeout`].
+    /// It sent no complete line for the idle timeout.
     IdleTimeout = 4,
-    /// It sent a line longer than [`Config::max_message_size`].
+    /// It sent a line longer than the maximum message size.
     LineTooLong = 5,
     /// The room shut down.
     Shutdown = 6,
@@ -265,7 +265,8 @@ impl RoomEvent {
     }
 }
 
-/// What a room has done so far ([`Room::stats`], [`RoomHandle::stats`]).
+/// What a room has done so far (`Room::stats` in Rust,
+/// `tcpchat_room_get_stats` in C, `Room.stats()` in Python).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RoomStats {
