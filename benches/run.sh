@@ -4,7 +4,7 @@
 #   bash benches/run.sh            # every workload, 5 repetitions (a few minutes)
 #   bash benches/run.sh --quick    # small counts, 1 repetition: for CI (well under a minute)
 #   bash benches/run.sh --reps 9   # more repetitions
-#   bash benches/run.sh --only 'B/frame/64/' --no-room   # a subset (ids: see target/bench/results.jsonl)
+#   bash benches/run.sh --only 'B/frame/64/' --no-room   # a subset (ids: see target/bench/full/results.jsonl)
 #
 # It builds what it needs (the release library and examples, the Rust bench
 # binary benches/throughput.rs, the C program benches/bench_c.c with gcc -O2
@@ -28,15 +28,15 @@
 # (`taskset -c`), which is how the targets are judged (without pinning, the
 # wake-up of the other, idle CPU dominates the round trip), and unpinned.
 #
-# Output: the table on stdout (also written to target/bench/table.md); the
-# raw measurements in target/bench/results.jsonl; each run's log in
-# target/bench/logs/.
+# Output: the table on stdout (also written to target/bench/MODE/table.md,
+# MODE = full or quick); the raw measurements in target/bench/MODE/results.jsonl;
+# each run's log in target/bench/MODE/logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 QUICK=0
-REPS=5
+REPS=
 ROOM=1
 ONLY=
 while [ $# -gt 0 ]; do
@@ -46,14 +46,14 @@ while [ $# -gt 0 ]; do
         --reps=*) REPS=${1#--reps=} ;;
         --no-room) ROOM=0 ;;
         --only) ONLY=${2:?--only needs a regular expression}; shift ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (use --quick, --reps N, --only REGEX, --no-room)" >&2; exit 2 ;;
     esac
     shift
 done
 
 if [ "$QUICK" = 1 ]; then
-    [ "$REPS" = 5 ] && REPS=1
+    REPS=${REPS:-1}
     A_COUNT=2000; A_WARMUP=100
     B_SMALL=20000; B_BIG=2000
     TRIALS=1
@@ -62,20 +62,33 @@ if [ "$QUICK" = 1 ]; then
 else
     A_COUNT=20000; A_WARMUP=1000
     B_SMALL=1000000; B_BIG=200000
+    REPS=${REPS:-5}
     TRIALS=3
     ROOM_ARGS=()
     RUN_TIMEOUT=300
 fi
 
-OUT=$ROOT/target/bench
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+# Each mode has its own directory, and one run of a mode at a time uses it: a
+# second run (the test command's quick mode started by someone else, say)
+# waits for the first instead of overwriting its files.
+MODE=full
+[ "$QUICK" = 1 ] && MODE=quick
+OUT=$ROOT/target/bench/$MODE
 LOGS=$OUT/logs
 mkdir -p "$LOGS"
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$OUT/.lock"
+    if ! flock -n 9; then
+        say "another $MODE run is using $OUT: waiting for it to finish"
+        flock 9
+    fi
+fi
 rm -f "$LOGS"/*.log "$OUT"/room-*.txt
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
-
-say() { printf 'run.sh: %s\n' "$*" >&2; }
-die() { say "$*"; exit 1; }
 
 # ----- build -------------------------------------------------------------------
 
@@ -129,7 +142,7 @@ measure() {
     local cmd=("$@")
     if [ "$pinned" = true ]; then cmd=("${PIN[@]}" "$@"); fi
     printf '$ %s\n' "${cmd[*]}" >"$log"
-    timeout -k 5 "$RUN_TIMEOUT" "${cmd[@]}" >>"$log" 2>&1
+    timeout -k 5 "$RUN_TIMEOUT" "${cmd[@]}" >>"$log" 2>&1 9>&-
     local rc=$?
     local result
     result=$(grep -m1 '^RESULT ' "$log" | cut -c8-)
@@ -146,7 +159,7 @@ measure() {
 room() {
     local txt=$OUT/room-rep$rep.txt log=$LOGS/room-rep$rep.log
     printf '$ %s\n' "$ROOM_BENCH ${ROOM_ARGS[*]}" >"$log"
-    timeout -k 5 600 "$ROOM_BENCH" "${ROOM_ARGS[@]}" >"$txt" 2>>"$log"
+    timeout -k 5 600 "$ROOM_BENCH" "${ROOM_ARGS[@]}" >"$txt" 2>>"$log" 9>&-
     local rc=$? ok=true
     if [ $rc -ne 0 ]; then
         say "FAILED (exit $rc): room_bench rep $rep: see $log"
