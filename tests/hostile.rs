@@ -22,13 +22,13 @@
 mod common;
 
 use std::fmt;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{garbage, spawn, Task, LIMIT};
+use common::{garbage, spawn, RoomPeer as Member, Task, LIMIT};
 use tcpchat::framing::{encode, Decoder};
 use tcpchat::{ChatHandler, Config, Conn, EchoStats, Framing, Result, Room, RoomConfig, Server};
 
@@ -278,8 +278,8 @@ impl Target {
                 c.close().unwrap();
             }
             Kind::Room => {
-                let mut a = Member::join(self.addr, PROMPT);
-                let mut b = Member::join(self.addr, PROMPT);
+                let mut a = Member::join_within(self.addr, PROMPT);
+                let mut b = Member::join_within(self.addr, PROMPT);
                 a.wait_for(&format!("* {} joined", b.name));
                 b.send(&text);
                 a.wait_for(&format!("{}: {text}", b.name));
@@ -437,95 +437,12 @@ fn same(c: Config) -> Config {
 
 // ----- room members ---------------------------------------------------------------
 
-/// A member of the room, read line by line.
-struct Member {
-    name: String,
-    reader: BufReader<TcpStream>,
-}
-
-impl Member {
-    fn connect(addr: SocketAddr, wait: Duration) -> Member {
-        let s = TcpStream::connect(addr).expect("connect to the room");
-        s.set_read_timeout(Some(wait)).unwrap();
-        s.set_write_timeout(Some(wait)).unwrap();
-        Member {
-            name: String::new(),
-            reader: BufReader::new(s),
-        }
-    }
-
-    /// Connect and read the welcome, which gives the name.
-    fn join(addr: SocketAddr, wait: Duration) -> Member {
-        let mut m = Member::connect(addr, wait);
-        let welcome = m.line();
-        m.name = welcome
-            .strip_prefix("* welcome, you are ")
-            .and_then(|r| r.split(' ').next())
-            .unwrap_or_else(|| panic!("unexpected greeting {welcome:?}"))
-            .to_string();
-        m
-    }
-
-    fn send(&mut self, line: &str) {
-        self.send_bytes(format!("{line}\n").as_bytes());
-    }
-
-    fn send_bytes(&mut self, bytes: &[u8]) {
-        self.reader
-            .get_mut()
-            .write_all(bytes)
-            .expect("send to the room");
-    }
-
-    /// The next line, without its newline.
-    fn line(&mut self) -> String {
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(_) if buf.ends_with(b"\n") => {
-                buf.pop();
-                String::from_utf8(buf).expect("the room writes UTF-8")
-            }
-            Ok(_) => panic!(
-                "{}: end of stream after {:?}",
-                self.name,
-                String::from_utf8_lossy(&buf)
-            ),
-            Err(e) => panic!("{}: reading a line: {e}", self.name),
-        }
-    }
-
-    /// Skip lines (others' messages, notices) until `want`; at most 100,000.
-    fn wait_for(&mut self, want: &str) {
-        for _ in 0..100_000 {
-            if self.line() == want {
-                return;
-            }
-        }
-        panic!("{}: {want:?} never came", self.name);
-    }
-
-    /// The lines until end of stream (a reset counts as the end).
-    fn until_eof(&mut self) -> Vec<String> {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("{}: waiting for the end: {e}", self.name),
-        }
-        String::from_utf8(rest)
-            .expect("the room writes UTF-8")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 /// A member that stays in the room from its start to its shutdown, reading
 /// everything (the room must only ever write whole UTF-8 lines, and never
 /// drop it) and sending an empty line every 50 ms so that it is never idle.
 /// Returns the last lines it read.
 fn bystander(addr: SocketAddr) -> Task<Vec<String>> {
-    let mut m = Member::join(addr, LIMIT);
+    let mut m = Member::join(addr);
     m.reader
         .get_ref()
         .set_read_timeout(Some(Duration::from_millis(50)))
@@ -761,8 +678,8 @@ fn invalid_utf8_where_text_is_expected() {
         b"/nick \xff",
     ];
     check("invalid UTF-8", Kind::Room, same, |t| {
-        let mut a = Member::join(t.addr, LIMIT);
-        let mut b = Member::join(t.addr, LIMIT);
+        let mut a = Member::join(t.addr);
+        let mut b = Member::join(t.addr);
         a.wait_for(&format!("* {} joined", b.name));
         for line in bad {
             b.send_bytes(&[line, b"\n"].concat());
@@ -955,8 +872,8 @@ fn zero_length_messages() {
         });
     }
     check("zero-length messages", Kind::Room, same, |t| {
-        let mut a = Member::join(t.addr, LIMIT);
-        let mut b = Member::join(t.addr, LIMIT);
+        let mut a = Member::join(t.addr);
+        let mut b = Member::join(t.addr);
         a.wait_for(&format!("* {} joined", b.name));
         b.send_bytes(&b"\n\r\n".repeat(1000));
         b.send("after the empty lines");
@@ -1125,8 +1042,8 @@ fn half_close_still_gets_every_answer() {
                 c.close().unwrap();
             }
             Kind::Room => {
-                let mut a = Member::join(t.addr, LIMIT);
-                let mut b = Member::join(t.addr, LIMIT);
+                let mut a = Member::join(t.addr);
+                let mut b = Member::join(t.addr);
                 a.wait_for(&format!("* {} joined", b.name));
                 b.send_bytes(b"/who\nfirst\nlast words");
                 b.reader.get_ref().shutdown(Shutdown::Write).unwrap();
@@ -1226,7 +1143,7 @@ fn two_hundred_concurrent_clients_lose_nothing() {
 /// `clients` members, each sending `lines` numbered lines once all have
 /// joined, and checking it gets every other member's lines once and in order.
 fn room_crowd(addr: SocketAddr, clients: usize, lines: usize) {
-    let members: Vec<Member> = (0..clients).map(|_| Member::join(addr, LIMIT)).collect();
+    let members: Vec<Member> = (0..clients).map(|_| Member::join(addr)).collect();
     let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
     let tasks: Vec<Task<()>> = members
         .into_iter()
@@ -1326,10 +1243,10 @@ fn more_clients_than_the_limit() {
                 Kind::Room => {
                     // The bystander holds one place.
                     let held: Vec<Member> = (1..LIMIT_CLIENTS)
-                        .map(|_| Member::join(t.addr, LIMIT))
+                        .map(|_| Member::join(t.addr))
                         .collect();
                     for _ in 0..20 {
-                        let mut extra = Member::connect(t.addr, LIMIT);
+                        let mut extra = Member::connect(t.addr);
                         assert_eq!(
                             extra.until_eof(),
                             [format!(
@@ -1367,8 +1284,8 @@ fn a_final_line_one_byte_over_the_limit_is_refused() {
         Kind::Room,
         |c| c.with_max_message_size(1024),
         |t| {
-            let mut a = Member::join(t.addr, LIMIT);
-            let mut b = Member::join(t.addr, LIMIT);
+            let mut a = Member::join(t.addr);
+            let mut b = Member::join(t.addr);
             a.wait_for(&format!("* {} joined", b.name));
             b.send_bytes(&[b'z'; 1025]);
             b.reader.get_ref().shutdown(Shutdown::Write).unwrap();

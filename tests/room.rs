@@ -6,7 +6,7 @@
 //! instead of hanging it); nothing sleeps to synchronise.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -17,104 +17,14 @@ use std::time::{Duration, Instant};
 use tcpchat::{Config, Error, LeaveReason, Room, RoomConfig, RoomEvent, Status};
 
 /// The longest any single wait may take.
-const LIMIT: Duration = Duration::from_secs(10);
+mod common;
+
+use common::{RoomPeer as Peer, LIMIT};
 
 fn room(config: impl Into<RoomConfig>) -> Room {
     let room = Room::bind("127.0.0.1", 0, config).expect("bind the room");
     room.start().expect("start the room");
     room
-}
-
-/// One client of the room, read line by line.
-struct Peer {
-    name: String,
-    reader: BufReader<TcpStream>,
-}
-
-impl Peer {
-    /// Connect without reading anything.
-    fn connect(addr: SocketAddr) -> Peer {
-        Peer::connect_stream(TcpStream::connect(addr).expect("connect to the room"))
-    }
-
-    fn connect_stream(s: TcpStream) -> Peer {
-        s.set_read_timeout(Some(LIMIT)).unwrap();
-        s.set_write_timeout(Some(LIMIT)).unwrap();
-        Peer {
-            name: String::new(),
-            reader: BufReader::new(s),
-        }
-    }
-
-    /// Connect and read the welcome line, which gives the name.
-    fn join(addr: SocketAddr) -> Peer {
-        let mut p = Peer::connect(addr);
-        let welcome = p.line();
-        let rest = welcome
-            .strip_prefix("* welcome, you are ")
-            .unwrap_or_else(|| panic!("unexpected greeting {welcome:?}"));
-        p.name = rest.split(' ').next().unwrap().to_string();
-        assert_eq!(
-            welcome,
-            format!(
-                "* welcome, you are {} (commands: /nick NAME, /who, /quit)",
-                p.name
-            )
-        );
-        p
-    }
-
-    fn stream(&self) -> &TcpStream {
-        self.reader.get_ref()
-    }
-
-    fn send(&mut self, line: &str) {
-        self.send_bytes(format!("{line}\n").as_bytes());
-    }
-
-    fn send_bytes(&mut self, bytes: &[u8]) {
-        self.reader
-            .get_mut()
-            .write_all(bytes)
-            .expect("send to the room");
-    }
-
-    /// The next line, without its newline.
-    fn line(&mut self) -> String {
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(_) if buf.ends_with(b"\n") => {
-                buf.pop();
-                String::from_utf8(buf).expect("the room writes UTF-8")
-            }
-            Ok(_) => panic!(
-                "{}: end of stream after {:?}",
-                self.name,
-                String::from_utf8_lossy(&buf)
-            ),
-            Err(e) => panic!("{}: reading a line: {e}", self.name),
-        }
-    }
-
-    fn expect(&mut self, want: &str) {
-        let got = self.line();
-        assert_eq!(got, want, "{} got the wrong line", self.name);
-    }
-
-    /// Read until end of stream (a reset counts too); the lines that came.
-    fn until_eof(&mut self) -> Vec<String> {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("{}: waiting for end of stream: {e}", self.name),
-        }
-        String::from_utf8(rest)
-            .expect("UTF-8")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
 }
 
 /// `n` members, each having seen the joins of those after it, so that every
@@ -335,7 +245,7 @@ fn a_stalled_reader_is_dropped_without_delaying_the_others() {
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         socket.connect(&room.local_addr().into()).unwrap();
-        let mut s = Peer::connect_stream(socket.into());
+        let mut s = Peer::connect_stream(socket.into(), LIMIT);
         let welcome = s.line();
         assert!(
             welcome.starts_with("* welcome, you are guest3 "),

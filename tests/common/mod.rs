@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::Read;
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -136,4 +136,106 @@ pub fn garbage(len: usize, mut seed: u64) -> Vec<u8> {
             (seed >> 24) as u8
         })
         .collect()
+}
+
+/// A client of the room over a plain socket, read line by line, every wait
+/// bounded.
+pub struct RoomPeer {
+    /// Its name in the room (from the welcome line), once joined.
+    pub name: String,
+    pub reader: BufReader<TcpStream>,
+}
+
+impl RoomPeer {
+    /// Connect without reading anything; waits give up after [`LIMIT`].
+    pub fn connect(addr: SocketAddr) -> RoomPeer {
+        RoomPeer::connect_stream(TcpStream::connect(addr).expect("connect to the room"), LIMIT)
+    }
+
+    /// Wrap a connected socket whose waits give up after `wait`.
+    pub fn connect_stream(s: TcpStream, wait: Duration) -> RoomPeer {
+        s.set_read_timeout(Some(wait)).unwrap();
+        s.set_write_timeout(Some(wait)).unwrap();
+        RoomPeer {
+            name: String::new(),
+            reader: BufReader::new(s),
+        }
+    }
+
+    /// Connect and read the welcome line, which gives the name.
+    pub fn join(addr: SocketAddr) -> RoomPeer {
+        RoomPeer::join_within(addr, LIMIT)
+    }
+
+    /// [`RoomPeer::join`] with waits that give up after `wait`.
+    pub fn join_within(addr: SocketAddr, wait: Duration) -> RoomPeer {
+        let s = TcpStream::connect(addr).expect("connect to the room");
+        let mut p = RoomPeer::connect_stream(s, wait);
+        let welcome = p.line();
+        let rest = welcome
+            .strip_prefix("* welcome, you are ")
+            .unwrap_or_else(|| panic!("unexpected greeting {welcome:?}"));
+        p.name = rest.split(' ').next().unwrap().to_string();
+        assert_eq!(
+            welcome,
+            format!("* welcome, you are {} (commands: /nick NAME, /who, /quit)", p.name)
+        );
+        p
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send to the room");
+    }
+
+    /// The next line, without its newline.
+    pub fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(_) if buf.ends_with(b"\n") => {
+                buf.pop();
+                String::from_utf8(buf).expect("the room writes UTF-8")
+            }
+            Ok(_) => panic!("{}: end of stream after {:?}", self.name, String::from_utf8_lossy(&buf)),
+            Err(e) => panic!("{}: reading a line: {e}", self.name),
+        }
+    }
+
+    /// The next line is exactly `want`.
+    pub fn expect(&mut self, want: &str) {
+        let got = self.line();
+        assert_eq!(got, want, "{} got the wrong line", self.name);
+    }
+
+    /// Skip lines (others' messages, notices) until `want`; at most 100,000.
+    pub fn wait_for(&mut self, want: &str) {
+        for _ in 0..100_000 {
+            if self.line() == want {
+                return;
+            }
+        }
+        panic!("{}: {want:?} never came", self.name);
+    }
+
+    /// Read until end of stream (a reset counts too); the lines that came.
+    pub fn until_eof(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{}: waiting for end of stream: {e}", self.name),
+        }
+        String::from_utf8(rest)
+            .expect("the room writes UTF-8")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
 }
