@@ -303,24 +303,7 @@ class Connection:
         closed), :class:`ResetError`, :class:`CancelledError`,
         :class:`ClosedError` (closed locally or after an error).
         """
-        with self._recv_lock, self._handle as ptr:
-            buf = self._buffer()
-            n = self._n
-            while True:
-                n.value = _SIZE_MAX
-                status = _ffi.tcpchat_conn_recv(ptr, buf, self._cap, ctypes.byref(n))
-                if status == _ffi.TCPCHAT_STATUS_OK:
-                    return ctypes.string_at(buf, n.value)
-                if status == _ffi.TCPCHAT_STATUS_BUFFER_TOO_SMALL:
-                    # The message stays queued: grow to its size and ask again.
-                    buf = self._buffer(n.value)
-                    continue
-                if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
-                    signal_checkpoint()
-                    continue
-                if status == _ffi.TCPCHAT_STATUS_CLOSED and n.value == 0:
-                    return None  # end of stream: the library wrote 0
-                raise from_status(status)
+        return self._receive(_ffi.tcpchat_conn_recv)
 
     def recv_text(self, encoding: str = "utf-8", errors: str = "strict") -> Optional[str]:
         """:meth:`recv`, decoded; ``None`` at end of stream."""
@@ -388,19 +371,30 @@ class Connection:
         """:meth:`recv` without waiting: the next message, ``None`` at end of
         stream, or :class:`WouldBlockError` (a :class:`BlockingIOError`) when
         no complete message has arrived yet."""
+        return self._receive(_ffi.tcpchat_conn_try_recv)
+
+    def _receive(self, fn: "ctypes._NamedFuncPointer") -> Optional[bytes]:
+        """One message through ``tcpchat_conn_recv`` or ``_try_recv``: grow
+        the buffer when the library says the message (still queued) needs
+        more, resume after a signal handler that returned (PEP 475), ``None``
+        at end of stream, the status's exception otherwise."""
         with self._recv_lock, self._handle as ptr:
             buf = self._buffer()
             n = self._n
             while True:
                 n.value = _SIZE_MAX
-                status = _ffi.tcpchat_conn_try_recv(ptr, buf, self._cap, ctypes.byref(n))
+                status = fn(ptr, buf, self._cap, ctypes.byref(n))
                 if status == _ffi.TCPCHAT_STATUS_OK:
                     return ctypes.string_at(buf, n.value)
                 if status == _ffi.TCPCHAT_STATUS_BUFFER_TOO_SMALL:
+                    # The message stays queued: grow to its size and ask again.
                     buf = self._buffer(n.value)
                     continue
+                if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
+                    signal_checkpoint()
+                    continue
                 if status == _ffi.TCPCHAT_STATUS_CLOSED and n.value == 0:
-                    return None
+                    return None  # end of stream: the library wrote 0
                 raise from_status(status)
 
     def try_send(self, msg: Message) -> None:
