@@ -215,17 +215,29 @@ typedef struct tcpchat_config tcpchat_config;
  * `tcpchat_conn_free()`, which also closes the connection gracefully if
  * `tcpchat_conn_close()` was not called.
  *
- * Thread safety: use a connection from one thread at a time (calls from
- * several threads are serialised: one waits while another is blocked in a
- * receive). The exception is `tcpchat_conn_cancel()`, which any thread may
- * call at any time to stop a blocked call. Freeing the handle while another
- * thread is still inside a call on it is safe (the connection lives until
- * that call returns), but the handle must not be used after it is freed.
+ * Thread safety: a connection is full-duplex. One thread may receive
+ * (`tcpchat_conn_recv`, `tcpchat_conn_recv_many`, `tcpchat_conn_try_recv`)
+ * while another sends (`tcpchat_conn_send`, `tcpchat_conn_send_many`,
+ * `tcpchat_conn_send_packed`, `tcpchat_conn_queue`, `tcpchat_conn_flush`,
+ * `tcpchat_conn_try_send`, `tcpchat_conn_try_flush`,
+ * `tcpchat_conn_shutdown_write`) on the same handle, and neither ever
+ * waits for the other. Two receiving calls at once (or two sending calls)
+ * are serialised: the second waits for the first, for at most its own
+ * timeout (read timeout for receives, write timeout for sends;
+ * `TCPCHAT_STATUS_TIMEOUT` after that), while the `try_*` calls never wait
+ * at all and return `TCPCHAT_STATUS_WOULD_BLOCK` instead.
+ * `tcpchat_conn_cancel()`, `tcpchat_conn_close()`, `tcpchat_conn_free()`,
+ * the timeout setters, the address getters and `tcpchat_conn_fd()` may be
+ * called from any thread at any time: a close or free from one thread wakes
+ * the calls blocked on other threads with `TCPCHAT_STATUS_CLOSED`. The
+ * handle must not be used after it is freed. `tcpchat_conn_run_session()`
+ * uses both sides: it waits for both and holds both while it runs.
  *
- * Callbacks: a callback of `tcpchat_conn_run_session()` must not call the
- * other `tcpchat_conn_*` functions on the connection whose session is
- * running (only `tcpchat_conn_cancel()` and `tcpchat_conn_free()`); such a
- * call is refused with `TCPCHAT_STATUS_INVALID_ARGUMENT`.
+ * Callbacks: a callback of `tcpchat_conn_run_session()` must not send,
+ * receive, flush, shut down or close on the connection whose session is
+ * running; such a call is refused with `TCPCHAT_STATUS_INVALID_ARGUMENT`.
+ * It may call `tcpchat_conn_cancel()`, `tcpchat_conn_free()`, the address
+ * getters and the timeout setters.
  *
  * Methods: `tcpchat_conn_connect`, `tcpchat_conn_send`,
  * `tcpchat_conn_send_many`, `tcpchat_conn_send_packed`,
@@ -905,7 +917,8 @@ tcpchat_status tcpchat_conn_fd(tcpchat_conn *conn, int32_t *out_fd);
  * Receive the next message without waiting, with the buffer rules and
  * results of `tcpchat_conn_recv()`, plus `TCPCHAT_STATUS_WOULD_BLOCK` when
  * no complete message has arrived yet (wait for `tcpchat_conn_fd()` to be
- * readable, then call again). Also sends queued output when it can.
+ * readable, then call again) or when another thread is in a receive on
+ * this connection. Never waits, for anything.
  */
 tcpchat_status tcpchat_conn_try_recv(tcpchat_conn *conn, uint8_t *buf, size_t cap, size_t *out_len);
 

@@ -1,10 +1,12 @@
 //! A framed TCP connection: send and receive whole messages, with timeouts,
-//! cancellation from another thread and a graceful close.
+//! cancellation from another thread and a graceful close; full-duplex, and
+//! splittable into a receiving half and a sending half for two threads.
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::access::AddressSlot;
@@ -35,29 +37,95 @@ const KEEP_WRITE_CAPACITY: usize = 256 * 1024;
 ///   nothing sent before the close is lost and no RST is provoked. Dropping a
 ///   `Conn` does the same.
 ///
-/// A `Conn` is used by one thread at a time (it is `Send`, not `Sync`); only
-/// its [`Canceller`] is meant to be shared.
+/// # Threads: full-duplex
+///
+/// A connection's receiving side and sending side never wait for each
+/// other. To receive on one thread while another sends, [`Conn::split`] it
+/// into a [`RecvHalf`] and a [`SendHalf`]: each is `Send`, moves to its own
+/// thread, has its own timeout, and shares the connection's [`Canceller`];
+/// [`RecvHalf::reunite`] gives the whole `Conn` back.
+///
+/// ```no_run
+/// # fn main() -> tcpchat::Result<()> {
+/// let conn = tcpchat::connect("127.0.0.1", 8080, &tcpchat::Config::default())?;
+/// let (mut rx, mut tx) = conn.split();
+/// let printer = std::thread::spawn(move || {
+///     while let Ok(Some(line)) = rx.recv() {
+///         println!("{}", String::from_utf8_lossy(&line));
+///     }
+/// });
+/// tx.send(b"hello, room")?;
+/// tx.shutdown_write()?; // the peer sees end of stream after our line
+/// printer.join().unwrap();
+/// # Ok(()) }
+/// ```
+///
+/// A `Conn` is `Send` and `Sync`, but its methods take `&mut self`, so the
+/// borrow checker gives one thread at a time the whole connection; sharing
+/// it behind a lock is never needed (split it instead). Its [`Canceller`]
+/// may be used from any thread at any time.
 #[derive(Debug)]
 pub struct Conn {
+    // Dropped in this order: the receiving half notes whether it saw end of
+    // stream, then the sending half, dropped last, closes gracefully.
+    rx: RecvHalf,
+    tx: SendHalf,
+}
+
+/// The receiving half of a [`Conn`], from [`Conn::split`]: every receive
+/// call of a `Conn`, for a thread of its own. `Send`; its calls never wait
+/// for the [`SendHalf`]'s.
+///
+/// Dropping it while the sending half lives leaves the socket open (the
+/// sending half's drop then closes gracefully); dropping both closes the
+/// connection gracefully, as dropping a `Conn` does.
+#[derive(Debug)]
+pub struct RecvHalf {
+    sh: Arc<Shared>,
+    decoder: Decoder,
+    read_timeout: Option<Duration>,
+    /// Inside a whole `Conn`: a broken format leaves the shutdown to the
+    /// `Conn`, which first sends the replies queued before the bad message.
+    joined: bool,
+}
+
+/// The sending half of a [`Conn`], from [`Conn::split`]: every send call of
+/// a `Conn`, and [`SendHalf::shutdown_write`], for a thread of its own.
+/// `Send`; its calls never wait for the [`RecvHalf`]'s.
+///
+/// Dropping it sends what is queued and shuts down the write half (the peer
+/// reads end of stream), as [`SendHalf::shutdown_write`] does; when the
+/// receiving half is gone too, the connection is then closed gracefully.
+#[derive(Debug)]
+pub struct SendHalf {
+    sh: Arc<Shared>,
+    wbuf: Vec<u8>,
+    write_timeout: Option<Duration>,
+}
+
+/// What both halves of one connection share: the socket and the state that
+/// either side may change.
+#[derive(Debug)]
+struct Shared {
     stream: TcpStream,
     config: Arc<Config>,
-    decoder: Decoder,
-    wbuf: Vec<u8>,
     peer: SocketAddr,
     local: SocketAddr,
     cancel: Canceller,
     shutdown: Option<Canceller>,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
-    close_timeout: Duration,
     /// Set once the connection can no longer be used, with the reason.
-    broken: Option<String>,
-    write_shut: bool,
-    closed: bool,
+    broken: OnceLock<String>,
+    write_shut: AtomicBool,
+    /// The receiving half saw end of stream (set when it is dropped).
+    eof_seen: AtomicBool,
+    /// Halves not yet dropped; the last one closes the socket gracefully.
+    halves: AtomicUsize,
+    close_timeout_ms: AtomicU64,
     /// The descriptor for the program's own event loop, once asked for.
-    poll: Option<PollFd>,
+    poll: Mutex<Option<PollFd>>,
+    has_poll: AtomicBool,
     /// Holds this connection's place in the server's per-address count.
-    _slot: Option<AddressSlot>,
+    _slot: OnceLock<AddressSlot>,
 }
 
 impl Conn {
@@ -84,49 +152,76 @@ impl Conn {
         }
         let cancel = Canceller::new().map_err(|e| Error::io("creating a cancel handle", e))?;
         let decoder = Decoder::new(config.framing, config.max_message_size, config.raw_buffer_size);
-        Ok(Conn {
+        let sh = Arc::new(Shared {
             stream,
-            decoder,
-            wbuf: Vec::new(),
             peer,
             local,
             cancel,
             shutdown,
-            read_timeout: config.read_timeout,
-            write_timeout: config.write_timeout,
-            close_timeout: config.close_timeout,
+            broken: OnceLock::new(),
+            write_shut: AtomicBool::new(false),
+            eof_seen: AtomicBool::new(false),
+            halves: AtomicUsize::new(2),
+            close_timeout_ms: AtomicU64::new(duration_ms(config.close_timeout)),
+            poll: Mutex::new(None),
+            has_poll: AtomicBool::new(false),
+            _slot: OnceLock::new(),
             config,
-            broken: None,
-            write_shut: false,
-            closed: false,
-            poll: None,
-            _slot: None,
+        });
+        Ok(Conn {
+            rx: RecvHalf {
+                sh: sh.clone(),
+                decoder,
+                read_timeout: sh.config.read_timeout,
+                joined: true,
+            },
+            tx: SendHalf {
+                wbuf: Vec::new(),
+                write_timeout: sh.config.write_timeout,
+                sh,
+            },
         })
     }
 
-    pub(crate) fn with_address_slot(mut self, slot: AddressSlot) -> Conn {
-        self._slot = Some(slot);
+    /// The connection's poll descriptor, reachable without either half
+    /// (the C face asks for it while a half may be busy on another thread).
+    pub(crate) fn poll_access(&self) -> PollAccess {
+        PollAccess(Arc::downgrade(&self.rx.sh))
+    }
+
+    pub(crate) fn with_address_slot(self, slot: AddressSlot) -> Conn {
+        let _ = self.rx.sh._slot.set(slot);
         self
+    }
+
+    /// Split into a receiving half and a sending half, for one thread that
+    /// receives while another sends. Nothing is lost: messages already
+    /// received and output already queued stay with their half. See
+    /// [`RecvHalf::reunite`] for the way back.
+    pub fn split(self) -> (RecvHalf, SendHalf) {
+        let Conn { mut rx, tx } = self;
+        rx.joined = false;
+        (rx, tx)
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+        self.rx.sh.peer
     }
 
     /// This end's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.rx.sh.local
     }
 
     /// The configuration this connection was made with.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.rx.sh.config
     }
 
     /// The framing in use.
     pub fn framing(&self) -> Framing {
-        self.config.framing
+        self.rx.sh.config.framing
     }
 
     /// A handle that another thread can use to cancel this connection's
@@ -134,47 +229,43 @@ impl Conn {
     /// this connection fails with [`Error::Cancelled`], which also makes
     /// [`Conn::close`] skip waiting for the peer).
     pub fn canceller(&self) -> Canceller {
-        self.cancel.clone()
+        self.rx.sh.cancel.clone()
     }
 
     /// Change how long [`Conn::recv`] waits (`None` = for ever).
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<()> {
-        check_timeout("read_timeout", t)?;
-        self.read_timeout = t;
-        Ok(())
+        self.rx.set_read_timeout(t)
     }
 
     /// Change how long a send waits for the peer to make room (`None` = for ever).
     pub fn set_write_timeout(&mut self, t: Option<Duration>) -> Result<()> {
-        check_timeout("write_timeout", t)?;
-        self.write_timeout = t;
-        Ok(())
+        self.tx.set_write_timeout(t)
     }
 
     /// Change how long [`Conn::close`] waits for the peer to finish.
     pub fn set_close_timeout(&mut self, t: Duration) {
-        self.close_timeout = t;
+        self.rx.sh.close_timeout_ms.store(duration_ms(t), Ordering::Relaxed);
     }
 
     /// The current read timeout.
     pub fn read_timeout(&self) -> Option<Duration> {
-        self.read_timeout
+        self.rx.read_timeout
     }
 
     /// The current write timeout.
     pub fn write_timeout(&self) -> Option<Duration> {
-        self.write_timeout
+        self.tx.write_timeout
     }
 
     /// Whether the peer has closed its side and every message it sent has
     /// been received.
     pub fn peer_closed(&mut self) -> bool {
-        self.decoder.is_eof() && self.decoder.buffered() == 0
+        self.rx.peer_closed()
     }
 
     /// Bytes received and not yet returned as messages.
     pub fn buffered(&self) -> usize {
-        self.decoder.buffered()
+        self.rx.buffered()
     }
 
     // ----- receiving -----------------------------------------------------
@@ -188,13 +279,268 @@ impl Conn {
     /// the format (the connection is then closed), and
     /// [`Error::ConnectionReset`] when the peer resets it.
     pub fn recv(&mut self) -> Result<Option<Vec<u8>>> {
-        self.recv_with(|m| m.to_vec())
+        let r = self.rx.recv();
+        self.after_recv(r)
     }
 
     /// Receive the next message and hand it to `f` without copying it; the
     /// slice is only valid during the call. Same results as [`Conn::recv`].
     pub fn recv_with<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
-        match self.next_located(Deadline::after(self.read_timeout))? {
+        let r = self.rx.recv_with(f);
+        self.after_recv(r)
+    }
+
+    /// Receive the next message into `buf` and return its length.
+    ///
+    /// When `buf` is too small the message stays queued and the call fails
+    /// with [`Error::BufferTooSmall`] naming the size needed; call again with
+    /// a big enough buffer. `Ok(None)` means the peer closed. Allocates
+    /// nothing in the steady state.
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        let r = self.rx.recv_into(buf);
+        self.after_recv(r)
+    }
+
+    /// Receive up to `max` messages in one call, for throughput: blocks for
+    /// the first, then takes every further message already received without
+    /// waiting, handing each to `f`. Returns how many were handed over (0
+    /// means the peer closed). `f` returns `false` to stop early (the message
+    /// it refused stays queued).
+    pub fn recv_batch(&mut self, max: usize, f: impl FnMut(&[u8]) -> bool) -> Result<usize> {
+        let r = self.rx.recv_batch(max, f);
+        self.after_recv(r)
+    }
+
+    /// After a receive: when the peer broke the format, what was queued
+    /// before the bad message (the echo service's replies to the good
+    /// messages that came with it) still goes out, then the socket is shut.
+    fn after_recv<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(Error::MessageTooLarge { .. } | Error::Protocol(_)) = &r {
+            if !self.tx.wbuf.is_empty() {
+                let _ = self.tx.flush_inner(true, false);
+            }
+            let _ = self.rx.sh.stream.shutdown(Shutdown::Both);
+        }
+        r
+    }
+
+    // ----- sending -------------------------------------------------------
+
+    /// Send one message and wait until the kernel has taken all of it.
+    ///
+    /// On a timeout, a cancel or a signal ([`Error::Interrupted`]) the part
+    /// not yet sent stays queued: a later [`Conn::flush`] (or send) sends it.
+    ///
+    /// Refuses, with nothing sent, a message over the maximum message size
+    /// ([`Error::MessageTooLarge`]) or, in `line` framing, containing a
+    /// newline ([`Error::InvalidArgument`]).
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg)
+    }
+
+    /// Send every message of `msgs` with as few system calls as possible.
+    ///
+    /// All or nothing on refusal: if any message is refused (too large, or a
+    /// newline in `line` framing) none is sent and the error names it.
+    pub fn send_many<I, M>(&mut self, msgs: I) -> Result<()>
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<[u8]>,
+    {
+        self.tx.send_many(msgs)
+    }
+
+    /// Add one message to the outgoing buffer without sending it; [`Conn::flush`]
+    /// sends everything queued. Refuses the same messages as [`Conn::send`].
+    pub fn queue(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.queue(msg)
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.tx.queued()
+    }
+
+    /// Send everything queued, waiting (up to the write timeout) for the peer
+    /// to make room. On a timeout the unsent rest stays queued.
+    pub fn flush(&mut self) -> Result<()> {
+        self.tx.flush()
+    }
+
+    /// Send as much of what is queued as the socket takes now, without
+    /// waiting: `Ok(())` when all of it went, [`Error::WouldBlock`] when some
+    /// is still queued (wait for [`Conn::poll_fd`] and call again).
+    pub fn try_flush(&mut self) -> Result<()> {
+        self.tx.try_flush()
+    }
+
+    // ----- non-blocking use from the program's own event loop ---------------
+
+    /// A descriptor for the program's own event loop (`poll`, `epoll`,
+    /// Python's `loop.add_reader`), level-triggered: it is readable while
+    /// [`Conn::try_recv`] can return something without blocking (a message,
+    /// end of stream, or an error) and, while output is queued, while
+    /// [`Conn::try_flush`] can make progress. A readable descriptor may still
+    /// find only part of a message; `try_recv` then says
+    /// [`Error::WouldBlock`] and the descriptor stops being readable until
+    /// more arrives. It keeps this meaning after [`Conn::split`], with each
+    /// half keeping its part of it up to date.
+    ///
+    /// Created on first use (it costs two descriptors) and owned by the
+    /// connection: do not close it; it is closed with the connection.
+    pub fn poll_fd(&mut self) -> Result<RawFd> {
+        let fd = self.rx.sh.poll_fd()?;
+        self.rx.sync_poll();
+        self.tx.sync_poll();
+        Ok(fd)
+    }
+
+    /// Receive the next message without waiting: `Ok(Some(msg))`,
+    /// `Ok(None)` once the peer has closed (as [`Conn::recv`]), or
+    /// [`Error::WouldBlock`] when no complete message has arrived yet.
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        let r = self.rx.try_recv();
+        self.after_recv(r)
+    }
+
+    /// [`Conn::try_recv`] into a caller's buffer, with the rules of
+    /// [`Conn::recv_into`] (a buffer too small leaves the message queued).
+    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        let r = self.rx.try_recv_into(buf);
+        self.after_recv(r)
+    }
+
+    /// Send one message without waiting for the peer: it is accepted
+    /// (`Ok`) and sent as far as the socket takes it now, the rest staying
+    /// queued for [`Conn::try_flush`] (or any blocking call). When earlier
+    /// output is still queued and cannot move, the message is not accepted
+    /// and the call fails with [`Error::WouldBlock`]. Refuses the same
+    /// messages as [`Conn::send`].
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.try_send(msg)
+    }
+
+    // ----- the echo service's inner step -----------------------------------
+
+    /// Wait (up to `timeout`) for input, then echo every complete message
+    /// received so far back in the same framing, with one flush. Returns how
+    /// many messages were echoed; 0 means end of stream.
+    pub(crate) fn echo_step(&mut self, timeout: Option<Duration>) -> Result<usize> {
+        let r = self.echo_step_inner(timeout);
+        self.after_recv(r)
+    }
+
+    fn echo_step_inner(&mut self, timeout: Option<Duration>) -> Result<usize> {
+        let (rx, tx) = (&mut self.rx, &mut self.tx);
+        let mut next = rx.next_located(Deadline::after(timeout), timeout)?;
+        let mut n = 0;
+        while let Some(at) = next {
+            n += 1;
+            let msg = rx.decoder.message(&at);
+            // An incoming message is within the limit, so re-encoding it cannot fail.
+            encode(rx.sh.config.framing, rx.sh.config.max_message_size, msg, &mut tx.wbuf)?;
+            rx.decoder.consume(at);
+            if tx.wbuf.len() >= crate::framing::READ_CHUNK {
+                tx.flush()?;
+            }
+            next = rx.try_next_located()?;
+        }
+        tx.flush()?;
+        rx.decoder.shrink_if_empty();
+        Ok(n)
+    }
+
+    /// Send bytes already in wire form (no framing added).
+    pub(crate) fn send_wire(&mut self, wire: &[u8]) -> Result<()> {
+        self.tx.flush()?;
+        self.tx.sh.check_writable()?;
+        self.tx.write_all_direct(wire)
+    }
+
+    // ----- closing ---------------------------------------------------------
+
+    /// Shut down the write half after sending what is queued: the peer reads
+    /// end of stream after our last message, and we can still receive.
+    pub fn shutdown_write(&mut self) -> Result<()> {
+        self.tx.shutdown_write()
+    }
+
+    /// Close gracefully: send what is queued, shut down the write half, read
+    /// and discard whatever the peer still sends until it closes (for at most
+    /// [`Config::close_timeout`]), then close the socket. Returns the error of
+    /// the final flush, if any; the socket is closed either way.
+    pub fn close(mut self) -> Result<()> {
+        // The drop that follows finds the write half shut and only drains.
+        self.tx.shutdown_write()
+    }
+}
+
+impl RecvHalf {
+    /// Put the two halves of one connection back together. Fails with
+    /// [`Error::InvalidArgument`] when `tx` belongs to another connection
+    /// (both halves are then dropped, which closes both connections'
+    /// halves as dropping does).
+    pub fn reunite(mut self, tx: SendHalf) -> Result<Conn> {
+        if !Arc::ptr_eq(&self.sh, &tx.sh) {
+            return Err(Error::invalid("reunite: the two halves belong to different connections"));
+        }
+        self.joined = true;
+        Ok(Conn { rx: self, tx })
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.sh.peer
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.sh.local
+    }
+
+    /// The configuration the connection was made with.
+    pub fn config(&self) -> &Config {
+        &self.sh.config
+    }
+
+    /// The connection's canceller (the same for both halves): cancelling it
+    /// stops the blocked calls of both halves.
+    pub fn canceller(&self) -> Canceller {
+        self.sh.cancel.clone()
+    }
+
+    /// Change how long a receive waits (`None` = for ever).
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<()> {
+        check_timeout("read_timeout", t)?;
+        self.read_timeout = t;
+        Ok(())
+    }
+
+    /// The current read timeout.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
+    /// Whether the peer has closed its side and every message it sent has
+    /// been received.
+    pub fn peer_closed(&mut self) -> bool {
+        self.decoder.is_eof() && self.decoder.buffered() == 0
+    }
+
+    /// Bytes received and not yet returned as messages.
+    pub fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    /// Receive the next message, as [`Conn::recv`].
+    pub fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+        self.recv_with(|m| m.to_vec())
+    }
+
+    /// Receive the next message into a callback without copying it, as
+    /// [`Conn::recv_with`].
+    pub fn recv_with<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+        match self.next_located(Deadline::after(self.read_timeout), self.read_timeout)? {
             None => Ok(None),
             Some(at) => {
                 let t = f(self.decoder.message(&at));
@@ -205,14 +551,10 @@ impl Conn {
         }
     }
 
-    /// Receive the next message into `buf` and return its length.
-    ///
-    /// When `buf` is too small the message stays queued and the call fails
-    /// with [`Error::BufferTooSmall`] naming the size needed; call again with
-    /// a big enough buffer. `Ok(None)` means the peer closed. Allocates
-    /// nothing in the steady state.
+    /// Receive the next message into `buf`, as [`Conn::recv_into`] (a
+    /// buffer too small leaves the message queued).
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
-        match self.next_located(Deadline::after(self.read_timeout))? {
+        match self.next_located(Deadline::after(self.read_timeout), self.read_timeout)? {
             None => Ok(None),
             Some(at) => {
                 let msg = self.decoder.message(&at);
@@ -231,17 +573,13 @@ impl Conn {
         }
     }
 
-    /// Receive up to `max` messages in one call, for throughput: blocks for
-    /// the first, then takes every further message already received without
-    /// waiting, handing each to `f`. Returns how many were handed over (0
-    /// means the peer closed). `f` returns `false` to stop early (the message
-    /// it refused stays queued).
+    /// Receive up to `max` messages in one call, as [`Conn::recv_batch`].
     pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(&[u8]) -> bool) -> Result<usize> {
         if max == 0 {
             return Ok(0);
         }
         let mut n = 0;
-        let mut next = self.next_located(Deadline::after(self.read_timeout))?;
+        let mut next = self.next_located(Deadline::after(self.read_timeout), self.read_timeout)?;
         while let Some(at) = next {
             if !f(self.decoder.message(&at)) {
                 break;
@@ -262,219 +600,13 @@ impl Conn {
         Ok(n)
     }
 
-    /// The next complete message already received (or readable without
-    /// blocking), if any.
-    fn try_next_located(&mut self) -> Result<Option<Located>> {
-        loop {
-            match self.decoder.peek() {
-                Ok(Some(at)) => return Ok(Some(at)),
-                Ok(None) => {}
-                Err(e) => return Err(self.fail_format(e)),
-            }
-            if self.decoder.is_eof() {
-                return Ok(None);
-            }
-            match self.decoder.read_from(&mut self.stream) {
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.fail_io("reading", e)),
-            }
-        }
-    }
-
-    /// Block until a complete message is buffered (or end of stream).
-    fn next_located(&mut self, mut deadline: Deadline) -> Result<Option<Located>> {
-        self.check_usable()?;
-        loop {
-            match self.decoder.peek() {
-                Ok(Some(at)) => return Ok(Some(at)),
-                Ok(None) => {}
-                Err(e) => return Err(self.fail_format(e)),
-            }
-            if self.decoder.is_eof() {
-                self.decoder.shrink_if_empty();
-                return Ok(None);
-            }
-            if self.decoder.source_drained() {
-                // The last read emptied the socket: wait for readiness first
-                // instead of a read that would fail with EAGAIN (one system
-                // call fewer per message on request/response traffic).
-                self.wait(false, deadline.instant(), "waiting for a message")?;
-            }
-            match self.decoder.read_from(&mut self.stream) {
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait(false, deadline.instant(), "waiting for a message")?
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.fail_io("reading", e)),
-            }
-        }
-    }
-
-    // ----- sending -------------------------------------------------------
-
-    /// Send one message and wait until the kernel has taken all of it.
-    ///
-    /// On a timeout, a cancel or a signal ([`Error::Interrupted`]) the part
-    /// not yet sent stays queued: a later [`Conn::flush`] (or send) sends it.
-    ///
-    /// Refuses, with nothing sent, a message over the maximum message size
-    /// ([`Error::MessageTooLarge`]) or, in `line` framing, containing a
-    /// newline ([`Error::InvalidArgument`]).
-    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
-        if self.config.framing == Framing::Raw && self.wbuf.is_empty() {
-            // Raw bytes go straight from the caller's buffer: no copy, and a
-            // huge raw send needs no memory of ours.
-            self.check_writable()?;
-            return self.write_all_direct(msg);
-        }
-        self.queue(msg)?;
-        self.flush()
-    }
-
-    /// Send every message of `msgs` with as few system calls as possible.
-    ///
-    /// All or nothing on refusal: if any message is refused (too large, or a
-    /// newline in `line` framing) none is sent and the error names it.
-    pub fn send_many<I, M>(&mut self, msgs: I) -> Result<()>
-    where
-        I: IntoIterator<Item = M>,
-        M: AsRef<[u8]>,
-    {
-        self.check_writable()?;
-        let mark = self.wbuf.len();
-        for (i, m) in msgs.into_iter().enumerate() {
-            if let Err(e) = encode(self.config.framing, self.config.max_message_size, m.as_ref(), &mut self.wbuf) {
-                self.wbuf.truncate(mark);
-                return Err(match e {
-                    Error::InvalidArgument(s) => Error::InvalidArgument(format!("message {i}: {s}")),
-                    other => other,
-                });
-            }
-        }
-        self.flush()
-    }
-
-    /// Add one message to the outgoing buffer without sending it; [`Conn::flush`]
-    /// sends everything queued. Refuses the same messages as [`Conn::send`].
-    pub fn queue(&mut self, msg: &[u8]) -> Result<()> {
-        self.check_writable()?;
-        encode(self.config.framing, self.config.max_message_size, msg, &mut self.wbuf)?;
-        self.sync_poll();
-        Ok(())
-    }
-
-    /// Bytes queued and not yet sent.
-    pub fn queued(&self) -> usize {
-        self.wbuf.len()
-    }
-
-    /// Send everything queued, waiting (up to the write timeout) for the peer
-    /// to make room. On a timeout the unsent rest stays queued.
-    pub fn flush(&mut self) -> Result<()> {
-        self.flush_inner(true)
-    }
-
-    /// Send as much of what is queued as the socket takes now, without
-    /// waiting: `Ok(())` when all of it went, [`Error::WouldBlock`] when some
-    /// is still queued (wait for [`Conn::poll_fd`] and call again).
-    pub fn try_flush(&mut self) -> Result<()> {
-        self.flush_inner(false)
-    }
-
-    fn flush_inner(&mut self, block: bool) -> Result<()> {
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
-        self.check_writable()?;
-        let mut deadline = Deadline::after(if block { self.write_timeout } else { None });
-        let mut sent = 0;
-        let result = loop {
-            if sent == self.wbuf.len() {
-                break Ok(());
-            }
-            match self.stream.write(&self.wbuf[sent..]) {
-                Ok(0) => break Err(Error::Closed(format!("{} stopped accepting data", self.peer))),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !block {
-                        break Err(Error::WouldBlock(format!(
-                            "{} bytes still queued for {}",
-                            self.wbuf.len() - sent,
-                            self.peer
-                        )));
-                    }
-                    if let Err(e) = self.wait(true, deadline.instant(), "sending") {
-                        break Err(e);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(self.fail_io("sending", e)),
-            }
-        };
-        self.wbuf.drain(..sent);
-        if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WRITE_CAPACITY {
-            self.wbuf = Vec::new();
-        }
-        self.sync_poll();
-        result
-    }
-
-    fn write_all_direct(&mut self, mut data: &[u8]) -> Result<()> {
-        let mut deadline = Deadline::after(self.write_timeout);
-        while !data.is_empty() {
-            match self.stream.write(data) {
-                Ok(0) => return Err(Error::Closed(format!("{} stopped accepting data", self.peer))),
-                Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = self.wait(true, deadline.instant(), "sending") {
-                        // A timeout, cancel or signal: keep the unsent rest
-                        // queued, as flush does, so nothing is silently cut.
-                        self.wbuf.extend_from_slice(data);
-                        return Err(e);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.fail_io("sending", e)),
-            }
-        }
-        Ok(())
-    }
-
-    // ----- non-blocking use from the program's own event loop ---------------
-
-    /// A descriptor for the program's own event loop (`poll`, `epoll`,
-    /// Python's `loop.add_reader`), level-triggered: it is readable while
-    /// [`Conn::try_recv`] can return something without blocking (a message,
-    /// end of stream, or an error) and, while output is queued, while
-    /// [`Conn::try_flush`] can make progress. A readable descriptor may still
-    /// find only part of a message; `try_recv` then says
-    /// [`Error::WouldBlock`] and the descriptor stops being readable until
-    /// more arrives.
-    ///
-    /// Created on first use (it costs two descriptors) and owned by the
-    /// connection: do not close it; it is closed with the connection.
-    pub fn poll_fd(&mut self) -> Result<RawFd> {
-        if self.poll.is_none() {
-            let p = PollFd::new(self.stream.as_raw_fd())
-                .map_err(|e| Error::io("creating the connection's poll descriptor", e))?;
-            self.poll = Some(p);
-            self.sync_poll();
-        }
-        Ok(self.poll.as_ref().map(PollFd::fd).unwrap_or(-1))
-    }
-
-    /// Receive the next message without waiting: `Ok(Some(msg))`,
-    /// `Ok(None)` once the peer has closed (as [`Conn::recv`]), or
-    /// [`Error::WouldBlock`] when no complete message has arrived yet.
+    /// Receive without waiting, as [`Conn::try_recv`]: never waits for
+    /// anything, the sending half included.
     pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
         self.try_recv_with(|m| m.to_vec())
     }
 
-    /// [`Conn::try_recv`] into a caller's buffer, with the rules of
-    /// [`Conn::recv_into`] (a buffer too small leaves the message queued).
+    /// [`RecvHalf::try_recv`] into a caller's buffer, as [`Conn::try_recv_into`].
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
         let r = self.try_recv_with(|m| {
             if m.len() > buf.len() {
@@ -494,11 +626,11 @@ impl Conn {
         }
     }
 
-    /// [`Conn::try_recv`] handing the message to `f` without copying it. A
-    /// message is consumed only if `f` returns `Ok` (or a non-`Result`);
+    /// [`RecvHalf::try_recv`] handing the message to `f` without copying it.
+    /// A message is consumed only if `f` returns `Ok` (or a non-`Result`);
     /// this is what lets `try_recv_into` keep a message its buffer cannot hold.
     fn try_recv_with<T: Consumed>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
-        self.check_usable()?;
+        self.sh.check_usable()?;
         let r = match self.try_next_located() {
             Ok(Some(at)) => {
                 let t = f(self.decoder.message(&at));
@@ -508,123 +640,416 @@ impl Conn {
                 Ok(Some(t))
             }
             Ok(None) if self.decoder.is_eof() => Ok(None),
-            Ok(None) => Err(Error::WouldBlock(format!("no complete message from {} yet", self.peer))),
+            Ok(None) => Err(Error::WouldBlock(format!("no complete message from {} yet", self.sh.peer))),
             Err(e) => Err(e),
         };
         self.sync_poll();
         r
     }
 
-    /// Send one message without waiting for the peer: it is accepted
-    /// (`Ok`) and sent as far as the socket takes it now, the rest staying
-    /// queued for [`Conn::try_flush`] (or any blocking call). When earlier
-    /// output is still queued and cannot move, the message is not accepted
-    /// and the call fails with [`Error::WouldBlock`]. Refuses the same
-    /// messages as [`Conn::send`].
+    /// The next complete message already received (or readable without
+    /// blocking), if any.
+    fn try_next_located(&mut self) -> Result<Option<Located>> {
+        loop {
+            match self.decoder.peek() {
+                Ok(Some(at)) => return Ok(Some(at)),
+                Ok(None) => {}
+                Err(e) => return Err(self.fail_format(e)),
+            }
+            if self.decoder.is_eof() {
+                return Ok(None);
+            }
+            match self.decoder.read_from(&mut &self.sh.stream) {
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.sh.fail_io("reading", e)),
+            }
+        }
+    }
+
+    /// Block until a complete message is buffered (or end of stream).
+    fn next_located(&mut self, mut deadline: Deadline, timeout: Option<Duration>) -> Result<Option<Located>> {
+        self.sh.check_usable()?;
+        loop {
+            match self.decoder.peek() {
+                Ok(Some(at)) => return Ok(Some(at)),
+                Ok(None) => {}
+                Err(e) => return Err(self.fail_format(e)),
+            }
+            if self.decoder.is_eof() {
+                self.decoder.shrink_if_empty();
+                return Ok(None);
+            }
+            if self.decoder.source_drained() {
+                // The last read emptied the socket: wait for readiness first
+                // instead of a read that would fail with EAGAIN (one system
+                // call fewer per message on request/response traffic).
+                self.sh.wait(false, deadline.instant(), timeout, "waiting for a message")?;
+            }
+            match self.decoder.read_from(&mut &self.sh.stream) {
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.sh.wait(false, deadline.instant(), timeout, "waiting for a message")?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.sh.fail_io("reading", e)),
+            }
+        }
+    }
+
+    /// The peer broke the format: mark the connection broken and add who
+    /// did it. A split half shuts the socket at once; a whole `Conn` does so
+    /// after sending what it had queued.
+    fn fail_format(&mut self, e: Error) -> Error {
+        let e = match e {
+            Error::MessageTooLarge { size, max, .. } => Error::MessageTooLarge {
+                size,
+                max,
+                context: format!(" (received from {}; connection closed)", self.sh.peer),
+            },
+            Error::Protocol(s) => Error::Protocol(format!("{s} from {}; connection closed", self.sh.peer)),
+            other => other,
+        };
+        self.sh.mark_broken(&e);
+        if !self.joined {
+            let _ = self.sh.stream.shutdown(Shutdown::Both);
+        }
+        e
+    }
+
+    /// Tell the poll descriptor (if any) whether a message (or an error to
+    /// report) is waiting in our buffer.
+    pub(crate) fn sync_poll(&mut self) {
+        if !self.sh.has_poll.load(Ordering::Acquire) {
+            return;
+        }
+        let pending = !matches!(self.decoder.peek(), Ok(None));
+        self.sh.with_poll(|p| p.set_pending(pending));
+    }
+}
+
+impl Drop for RecvHalf {
+    fn drop(&mut self) {
+        if self.decoder.is_eof() {
+            self.sh.eof_seen.store(true, Ordering::SeqCst);
+        }
+        if self.sh.halves.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.sh.final_close();
+        }
+    }
+}
+
+impl SendHalf {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.sh.peer
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.sh.local
+    }
+
+    /// The configuration the connection was made with.
+    pub fn config(&self) -> &Config {
+        &self.sh.config
+    }
+
+    /// The connection's canceller (the same for both halves): cancelling it
+    /// stops the blocked calls of both halves.
+    pub fn canceller(&self) -> Canceller {
+        self.sh.cancel.clone()
+    }
+
+    /// Change how long a send waits for the peer to make room (`None` = for ever).
+    pub fn set_write_timeout(&mut self, t: Option<Duration>) -> Result<()> {
+        check_timeout("write_timeout", t)?;
+        self.write_timeout = t;
+        Ok(())
+    }
+
+    /// The current write timeout.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.write_timeout
+    }
+
+    /// Send one message, as [`Conn::send`].
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if self.sh.config.framing == Framing::Raw && self.wbuf.is_empty() {
+            // Raw bytes go straight from the caller's buffer: no copy, and a
+            // huge raw send needs no memory of ours.
+            self.sh.check_writable()?;
+            return self.write_all_direct(msg);
+        }
+        self.queue(msg)?;
+        self.flush()
+    }
+
+    /// Send many messages with as few system calls as possible, as
+    /// [`Conn::send_many`] (all or nothing on refusal).
+    pub fn send_many<I, M>(&mut self, msgs: I) -> Result<()>
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<[u8]>,
+    {
+        self.sh.check_writable()?;
+        let mark = self.wbuf.len();
+        let (framing, max) = (self.sh.config.framing, self.sh.config.max_message_size);
+        for (i, m) in msgs.into_iter().enumerate() {
+            if let Err(e) = encode(framing, max, m.as_ref(), &mut self.wbuf) {
+                self.wbuf.truncate(mark);
+                return Err(match e {
+                    Error::InvalidArgument(s) => Error::InvalidArgument(format!("message {i}: {s}")),
+                    other => other,
+                });
+            }
+        }
+        self.flush()
+    }
+
+    /// Queue one message without sending it, as [`Conn::queue`].
+    pub fn queue(&mut self, msg: &[u8]) -> Result<()> {
+        self.sh.check_writable()?;
+        encode(self.sh.config.framing, self.sh.config.max_message_size, msg, &mut self.wbuf)?;
+        self.sync_poll();
+        Ok(())
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Send everything queued, as [`Conn::flush`].
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_inner(true, true)
+    }
+
+    /// Send what the socket takes now without waiting, as [`Conn::try_flush`].
+    pub fn try_flush(&mut self) -> Result<()> {
+        self.flush_inner(false, true)
+    }
+
+    /// Send one message without waiting, as [`Conn::try_send`]: never waits
+    /// for anything, the receiving half included.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
-        self.check_writable()?;
+        self.sh.check_writable()?;
         if !self.wbuf.is_empty() {
             self.try_flush()?;
         }
-        encode(self.config.framing, self.config.max_message_size, msg, &mut self.wbuf)?;
+        encode(self.sh.config.framing, self.sh.config.max_message_size, msg, &mut self.wbuf)?;
         match self.try_flush() {
             Ok(()) | Err(Error::WouldBlock(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Tell the poll descriptor (if any) whether a message is waiting in our
-    /// buffer and whether output is queued.
-    fn sync_poll(&mut self) {
-        if self.poll.is_none() {
-            return;
-        }
-        // An error to report counts as "something to receive".
-        let pending = !matches!(self.decoder.peek(), Ok(None));
-        let want_write = !self.wbuf.is_empty();
-        if let Some(p) = self.poll.as_mut() {
-            p.set_pending(pending);
-            let _ = p.set_want_write(want_write);
-        }
-    }
-
-    // ----- the echo service's inner step -----------------------------------
-
-    /// Wait (up to `timeout`) for input, then echo every complete message
-    /// received so far back in the same framing, with one flush. Returns how
-    /// many messages were echoed; 0 means end of stream.
-    pub(crate) fn echo_step(&mut self, timeout: Option<Duration>) -> Result<usize> {
-        let mut next = self.next_located(Deadline::after(timeout))?;
-        let mut n = 0;
-        while let Some(at) = next {
-            n += 1;
-            let msg = self.decoder.message(&at);
-            // An incoming message is within the limit, so re-encoding it cannot fail.
-            encode(self.config.framing, self.config.max_message_size, msg, &mut self.wbuf)?;
-            self.decoder.consume(at);
-            if self.wbuf.len() >= crate::framing::READ_CHUNK {
-                self.flush()?;
-            }
-            next = self.try_next_located()?;
-        }
-        self.flush()?;
-        self.decoder.shrink_if_empty();
-        Ok(n)
-    }
-
-    /// Send bytes already in wire form (no framing added).
-    pub(crate) fn send_wire(&mut self, wire: &[u8]) -> Result<()> {
-        self.flush()?;
-        self.check_writable()?;
-        self.write_all_direct(wire)
-    }
-
-    // ----- closing ---------------------------------------------------------
-
-    /// Shut down the write half after sending what is queued: the peer reads
-    /// end of stream after our last message, and we can still receive.
+    /// Send what is queued, then shut down the write half: the peer reads
+    /// end of stream after our last message, and the receiving half can
+    /// still receive. Calling it again does nothing.
     pub fn shutdown_write(&mut self) -> Result<()> {
-        if self.write_shut || self.closed {
+        if self.sh.write_shut.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let r = if self.broken.is_none() { self.flush() } else { Ok(()) };
-        self.write_shut = true;
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let r = if self.sh.broken.get().is_none() { self.flush() } else { Ok(()) };
+        self.sh.write_shut.store(true, Ordering::SeqCst);
+        let _ = self.sh.stream.shutdown(Shutdown::Write);
+        self.sync_poll();
         r
     }
 
-    /// Close gracefully: send what is queued, shut down the write half, read
-    /// and discard whatever the peer still sends until it closes (for at most
-    /// [`Config::close_timeout`]), then close the socket. Returns the error of
-    /// the final flush, if any; the socket is closed either way.
-    pub fn close(mut self) -> Result<()> {
-        self.close_inner()
-    }
-
-    fn close_inner(&mut self) -> Result<()> {
-        if self.closed {
+    /// `check`: refuse on a broken or shut connection (not when flushing the
+    /// replies queued before a bad message).
+    fn flush_inner(&mut self, block: bool, check: bool) -> Result<()> {
+        if self.wbuf.is_empty() {
             return Ok(());
         }
-        let r = self.shutdown_write();
-        self.closed = true;
-        if self.broken.is_none() && !self.decoder.is_eof() {
+        if check {
+            self.sh.check_writable()?;
+        }
+        let timeout = if block { self.write_timeout } else { None };
+        let mut deadline = Deadline::after(timeout);
+        let mut sent = 0;
+        let result = loop {
+            if sent == self.wbuf.len() {
+                break Ok(());
+            }
+            match (&self.sh.stream).write(&self.wbuf[sent..]) {
+                Ok(0) => break Err(Error::Closed(format!("{} stopped accepting data", self.sh.peer))),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !block {
+                        break Err(Error::WouldBlock(format!(
+                            "{} bytes still queued for {}",
+                            self.wbuf.len() - sent,
+                            self.sh.peer
+                        )));
+                    }
+                    if let Err(e) = self.sh.wait(true, deadline.instant(), timeout, "sending") {
+                        break Err(e);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(self.sh.fail_io("sending", e)),
+            }
+        };
+        self.wbuf.drain(..sent);
+        if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WRITE_CAPACITY {
+            self.wbuf = Vec::new();
+        }
+        self.sync_poll();
+        result
+    }
+
+    fn write_all_direct(&mut self, mut data: &[u8]) -> Result<()> {
+        let mut deadline = Deadline::after(self.write_timeout);
+        while !data.is_empty() {
+            match (&self.sh.stream).write(data) {
+                Ok(0) => return Err(Error::Closed(format!("{} stopped accepting data", self.sh.peer))),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = self.sh.wait(true, deadline.instant(), self.write_timeout, "sending") {
+                        // A timeout, cancel or signal: keep the unsent rest
+                        // queued, as flush does, so nothing is silently cut.
+                        self.wbuf.extend_from_slice(data);
+                        self.sync_poll();
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.sh.fail_io("sending", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Tell the poll descriptor (if any) whether output is queued.
+    pub(crate) fn sync_poll(&mut self) {
+        if !self.sh.has_poll.load(Ordering::Acquire) {
+            return;
+        }
+        let want = !self.wbuf.is_empty() && !self.sh.write_shut.load(Ordering::SeqCst);
+        self.sh.with_poll(|p| {
+            let _ = p.set_want_write(want);
+        });
+    }
+}
+
+impl Drop for SendHalf {
+    fn drop(&mut self) {
+        let _ = self.shutdown_write();
+        if self.sh.halves.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.sh.final_close();
+        }
+    }
+}
+
+impl Shared {
+    fn check_usable(&self) -> Result<()> {
+        if let Some(why) = self.broken.get() {
+            return Err(Error::Closed(format!("the connection was closed after an error: {why}")));
+        }
+        if self.cancel.is_closing() {
+            return Err(Error::Closed("the connection is being closed by another thread".into()));
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.check_usable()?;
+        if self.write_shut.load(Ordering::Relaxed) {
+            return Err(Error::Closed("the write half was shut down".into()));
+        }
+        Ok(())
+    }
+
+    /// Wait for the socket (readable, or writable when `write`), a cancel or
+    /// `deadline`; `timeout` is only named in the error.
+    fn wait(&self, write: bool, deadline: Option<Instant>, timeout: Option<Duration>, what: &str) -> Result<()> {
+        let mut cancels: [&Canceller; 2] = [&self.cancel, &self.cancel];
+        let n = match &self.shutdown {
+            Some(s) => {
+                cancels[1] = s;
+                2
+            }
+            None => 1,
+        };
+        match sys::wait(self.stream.as_raw_fd(), write, &cancels[..n], deadline) {
+            Ok(Ready::Io) => Ok(()),
+            Ok(Ready::Cancelled) => {
+                let cancelled = self.cancel.is_cancelled() || self.shutdown.as_ref().is_some_and(|s| s.is_cancelled());
+                if !cancelled && self.cancel.is_closing() {
+                    Err(Error::Closed(format!("{what} ({}): the connection was closed by another thread", self.peer)))
+                } else {
+                    Err(Error::Cancelled(format!("{what} ({})", self.peer)))
+                }
+            }
+            Ok(Ready::TimedOut) => Err(Error::Timeout {
+                op: format!("{what} ({})", self.peer),
+                after: timeout.unwrap_or_default(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                Err(Error::Interrupted(format!("{what} ({})", self.peer)))
+            }
+            Err(e) => Err(Error::io(format!("{what} ({})", self.peer), e)),
+        }
+    }
+
+    fn fail_io(&self, what: &str, e: io::Error) -> Error {
+        let e = Error::io(format!("{what} ({})", self.peer), e);
+        self.mark_broken(&e);
+        let _ = self.stream.shutdown(Shutdown::Both);
+        e
+    }
+
+    fn mark_broken(&self, e: &Error) {
+        if self.broken.set(e.to_string()).is_ok() {
+            log_at!(LogLevel::Warn, "closing connection with {}: {e}", self.peer);
+        }
+    }
+
+    fn poll_fd(&self) -> Result<RawFd> {
+        let mut guard = self.poll.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let p = PollFd::new(self.stream.as_raw_fd())
+                .map_err(|e| Error::io("creating the connection's poll descriptor", e))?;
+            *guard = Some(p);
+            self.has_poll.store(true, Ordering::Release);
+        }
+        Ok(guard.as_ref().map(PollFd::fd).unwrap_or(-1))
+    }
+
+    fn with_poll(&self, f: impl FnOnce(&mut PollFd)) {
+        let mut guard = self.poll.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = guard.as_mut() {
+            f(p);
+        }
+    }
+
+    /// The last half is gone: make sure the write half is shut, then read and
+    /// discard until the peer closes or the close timeout passes, so that
+    /// our close finds no unread data (which would send RST).
+    fn final_close(&self) {
+        if !self.write_shut.swap(true, Ordering::SeqCst) {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        // No other call can be waiting now.
+        self.cancel.end_closing();
+        if self.broken.get().is_none() && !self.eof_seen.load(Ordering::SeqCst) {
             self.drain();
         }
         log_at!(LogLevel::Debug, "closed connection with {}", self.peer);
-        r
     }
 
-    /// Read and discard until the peer closes or the close timeout passes, so
-    /// that our close finds no unread data (which would send RST).
-    fn drain(&mut self) {
-        let deadline = sys::deadline(Some(self.close_timeout));
-        let cancelled = self.cancel.is_cancelled()
-            || self.shutdown.as_ref().is_some_and(|s| s.is_cancelled());
+    fn drain(&self) {
+        let timeout = Duration::from_millis(self.close_timeout_ms.load(Ordering::Relaxed));
+        let cancelled = self.cancel.is_cancelled() || self.shutdown.as_ref().is_some_and(|s| s.is_cancelled());
         // Cancelled: do not wait for the peer, only take what is already here.
-        let deadline = if cancelled { Some(Instant::now()) } else { deadline };
+        let deadline = if cancelled { Some(Instant::now()) } else { sys::deadline(Some(timeout)) };
         let mut scratch = [0u8; 4096];
         loop {
-            match io::Read::read(&mut self.stream, &mut scratch) {
+            match io::Read::read(&mut &self.stream, &mut scratch) {
                 Ok(0) => return,
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -643,87 +1068,25 @@ impl Conn {
             }
         }
     }
+}
 
-    // ----- helpers ---------------------------------------------------------
+/// See [`Conn::poll_access`].
+#[derive(Debug)]
+pub(crate) struct PollAccess(Weak<Shared>);
 
-    fn wait(&mut self, write: bool, deadline: Option<Instant>, what: &str) -> Result<()> {
-        let mut cancels: [&Canceller; 2] = [&self.cancel, &self.cancel];
-        let n = match &self.shutdown {
-            Some(s) => {
-                cancels[1] = s;
-                2
-            }
-            None => 1,
-        };
-        match sys::wait(self.stream.as_raw_fd(), write, &cancels[..n], deadline) {
-            Ok(Ready::Io) => Ok(()),
-            Ok(Ready::Cancelled) => Err(Error::Cancelled(format!("{what} ({})", self.peer))),
-            Ok(Ready::TimedOut) => Err(Error::Timeout {
-                op: format!("{what} ({})", self.peer),
-                after: if write { self.write_timeout } else { self.read_timeout }.unwrap_or_default(),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                Err(Error::Interrupted(format!("{what} ({})", self.peer)))
-            }
-            Err(e) => Err(Error::io(format!("{what} ({})", self.peer), e)),
+impl PollAccess {
+    /// The poll descriptor, created on first use; the caller then brings
+    /// each half's part of its state up to date (`sync_poll`).
+    pub(crate) fn fd(&self) -> Result<RawFd> {
+        match self.0.upgrade() {
+            Some(sh) => sh.poll_fd(),
+            None => Err(Error::Closed("the connection was closed".into())),
         }
-    }
-
-    fn check_usable(&self) -> Result<()> {
-        if self.closed {
-            return Err(Error::Closed("the connection was closed locally".into()));
-        }
-        if let Some(why) = &self.broken {
-            return Err(Error::Closed(format!("the connection was closed after an error: {why}")));
-        }
-        Ok(())
-    }
-
-    fn check_writable(&self) -> Result<()> {
-        self.check_usable()?;
-        if self.write_shut {
-            return Err(Error::Closed("the write half was shut down".into()));
-        }
-        Ok(())
-    }
-
-    /// The peer broke the format: close the connection and add who did it.
-    fn fail_format(&mut self, e: Error) -> Error {
-        let e = match e {
-            Error::MessageTooLarge { size, max, .. } => Error::MessageTooLarge {
-                size,
-                max,
-                context: format!(" (received from {}; connection closed)", self.peer),
-            },
-            Error::Protocol(s) => Error::Protocol(format!("{s} from {}; connection closed", self.peer)),
-            other => other,
-        };
-        // What was queued before the bad message (the echo service's replies
-        // to the good messages that came with it) still goes out first.
-        if !self.wbuf.is_empty() {
-            let _ = self.flush_inner(true);
-        }
-        self.break_with(&e);
-        e
-    }
-
-    fn fail_io(&mut self, what: &str, e: io::Error) -> Error {
-        let e = Error::io(format!("{what} ({})", self.peer), e);
-        self.break_with(&e);
-        e
-    }
-
-    fn break_with(&mut self, e: &Error) {
-        log_at!(LogLevel::Warn, "closing connection with {}: {e}", self.peer);
-        self.broken = Some(e.to_string());
-        let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let _ = self.close_inner();
-    }
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The deadline of one blocking call, read from the clock only when the call
@@ -765,5 +1128,19 @@ impl Consumed for Vec<u8> {
 impl<T> Consumed for Result<T> {
     fn consumed(&self) -> bool {
         self.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn halves_are_send() {
+        assert_send::<RecvHalf>();
+        assert_send::<SendHalf>();
+        assert_send::<Conn>();
     }
 }

@@ -286,9 +286,30 @@ impl Error {
     }
 }
 
+/// For `?` on std I/O calls in code that returns [`Result`]: the error keeps
+/// its kind's precise variant ([`Error::ConnectionReset`] for a reset,
+/// [`Error::Timeout`] for `TimedOut`, [`Error::Interrupted`], [`Error::Io`]
+/// for the rest), with the context "I/O error".
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::io("I/O error", e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_error_converts_with_question_mark() {
+        fn f() -> Result<()> {
+            Err(io::Error::from(io::ErrorKind::ConnectionReset))?;
+            Ok(())
+        }
+        assert_eq!(f().unwrap_err().status(), Status::ConnectionReset);
+        let e: Error = io::Error::from(io::ErrorKind::PermissionDenied).into();
+        assert_eq!(e.status(), Status::Io);
+    }
 
     #[test]
     fn status_numbers_are_dense_and_stable() {

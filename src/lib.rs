@@ -53,7 +53,7 @@ mod sys;
 pub use client::connect;
 pub use access::IpNet;
 pub use config::{Config, Framing};
-pub use conn::Conn;
+pub use conn::{Conn, RecvHalf, SendHalf};
 pub use echo::EchoStats;
 pub use error::{Error, Result, Status};
 pub use log::LogLevel;

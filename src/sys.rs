@@ -50,6 +50,9 @@ impl WakeFd {
 #[derive(Debug)]
 struct CancelInner {
     flag: AtomicBool,
+    /// Set while another thread closes the connection: the wake-up descriptor
+    /// is signalled so blocked calls return, but this is not a cancel.
+    closing: AtomicBool,
     wake: WakeFd,
 }
 
@@ -71,6 +74,7 @@ impl Canceller {
         Ok(Canceller {
             inner: Arc::new(CancelInner {
                 flag: AtomicBool::new(false),
+                closing: AtomicBool::new(false),
                 wake: WakeFd::new()?,
             }),
         })
@@ -91,6 +95,43 @@ impl Canceller {
 
     pub(crate) fn fd(&self) -> RawFd {
         self.inner.wake.fd.as_raw_fd()
+    }
+
+    /// Wake every call blocked on this canceller because another thread is
+    /// closing the connection: they return [`Ready::Cancelled`] and their
+    /// owner, seeing [`Canceller::is_closing`], reports a closed connection.
+    /// Not sticky in the way `cancel` is: [`Canceller::end_closing`] undoes it.
+    pub(crate) fn wake_for_close(&self) {
+        if !self.inner.closing.swap(true, Ordering::SeqCst) {
+            self.inner.wake.signal();
+        }
+    }
+
+    /// Whether [`Canceller::wake_for_close`] is in force.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.closing.load(Ordering::SeqCst)
+    }
+
+    /// Undo [`Canceller::wake_for_close`] once no other call waits, so that
+    /// the graceful close itself can wait for the peer. A cancel that came
+    /// meanwhile stays in force.
+    pub(crate) fn end_closing(&self) {
+        if !self.inner.closing.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live local from our own non-blocking
+        // eventfd (resets its counter to zero).
+        unsafe {
+            libc::read(
+                self.inner.wake.fd.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                std::mem::size_of::<u64>(),
+            );
+        }
+        if self.inner.flag.load(Ordering::SeqCst) {
+            self.inner.wake.signal();
+        }
     }
 }
 
@@ -220,7 +261,7 @@ pub(crate) fn wait(
     };
     let mut n = 1;
     for c in cancel.iter().take(3) {
-        if c.is_cancelled() {
+        if c.is_cancelled() || c.is_closing() {
             return Ok(Ready::Cancelled);
         }
         fds[n] = libc::pollfd {

@@ -1,11 +1,12 @@
 //! `tcpchat_conn`: one framed connection.
 
 use std::ffi::c_char;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, PollAccess, RecvHalf, SendHalf};
 use crate::error::{Error, Result, Status};
 use crate::session::SessionEnd;
 use crate::sys::Canceller;
@@ -23,17 +24,29 @@ use super::tcpchat_role;
 /// `tcpchat_conn_free()`, which also closes the connection gracefully if
 /// `tcpchat_conn_close()` was not called.
 ///
-/// Thread safety: use a connection from one thread at a time (calls from
-/// several threads are serialised: one waits while another is blocked in a
-/// receive). The exception is `tcpchat_conn_cancel()`, which any thread may
-/// call at any time to stop a blocked call. Freeing the handle while another
-/// thread is still inside a call on it is safe (the connection lives until
-/// that call returns), but the handle must not be used after it is freed.
+/// Thread safety: a connection is full-duplex. One thread may receive
+/// (`tcpchat_conn_recv`, `tcpchat_conn_recv_many`, `tcpchat_conn_try_recv`)
+/// while another sends (`tcpchat_conn_send`, `tcpchat_conn_send_many`,
+/// `tcpchat_conn_send_packed`, `tcpchat_conn_queue`, `tcpchat_conn_flush`,
+/// `tcpchat_conn_try_send`, `tcpchat_conn_try_flush`,
+/// `tcpchat_conn_shutdown_write`) on the same handle, and neither ever
+/// waits for the other. Two receiving calls at once (or two sending calls)
+/// are serialised: the second waits for the first, for at most its own
+/// timeout (read timeout for receives, write timeout for sends;
+/// `TCPCHAT_STATUS_TIMEOUT` after that), while the `try_*` calls never wait
+/// at all and return `TCPCHAT_STATUS_WOULD_BLOCK` instead.
+/// `tcpchat_conn_cancel()`, `tcpchat_conn_close()`, `tcpchat_conn_free()`,
+/// the timeout setters, the address getters and `tcpchat_conn_fd()` may be
+/// called from any thread at any time: a close or free from one thread wakes
+/// the calls blocked on other threads with `TCPCHAT_STATUS_CLOSED`. The
+/// handle must not be used after it is freed. `tcpchat_conn_run_session()`
+/// uses both sides: it waits for both and holds both while it runs.
 ///
-/// Callbacks: a callback of `tcpchat_conn_run_session()` must not call the
-/// other `tcpchat_conn_*` functions on the connection whose session is
-/// running (only `tcpchat_conn_cancel()` and `tcpchat_conn_free()`); such a
-/// call is refused with `TCPCHAT_STATUS_INVALID_ARGUMENT`.
+/// Callbacks: a callback of `tcpchat_conn_run_session()` must not send,
+/// receive, flush, shut down or close on the connection whose session is
+/// running; such a call is refused with `TCPCHAT_STATUS_INVALID_ARGUMENT`.
+/// It may call `tcpchat_conn_cancel()`, `tcpchat_conn_free()`, the address
+/// getters and the timeout setters.
 ///
 /// Methods: `tcpchat_conn_connect`, `tcpchat_conn_send`,
 /// `tcpchat_conn_send_many`, `tcpchat_conn_send_packed`,
@@ -46,37 +59,113 @@ use super::tcpchat_role;
 /// `tcpchat_conn_try_flush`, `tcpchat_conn_close`, `tcpchat_conn_free`.
 pub struct tcpchat_conn {
     cancel: Canceller,
-    /// `None` once closed with `tcpchat_conn_close`.
-    conn: Mutex<Option<Conn>>,
-    /// The thread holding `conn`'s lock ([`this_thread`]; 0 = none), so that a
-    /// call from inside a session callback on the same connection is refused
-    /// instead of deadlocking on the lock its own thread holds.
-    holder: AtomicUsize,
+    rx: Side<RecvHalf>,
+    tx: Side<SendHalf>,
+    /// The timeouts the program set, applied at the start of each call
+    /// (so setting one never waits for a call in progress); 0 = for ever.
+    read_ms: AtomicU64,
+    write_ms: AtomicU64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    closed: AtomicBool,
+    poll: PollAccess,
 }
 
 impl tcpchat_conn {
     pub(crate) fn into_c(conn: Conn) -> *mut tcpchat_conn {
+        let ms = |t: Option<Duration>| t.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
+        let (read_ms, write_ms) = (ms(conn.read_timeout()), ms(conn.write_timeout()));
+        let (peer, local, cancel, poll) = (conn.peer_addr(), conn.local_addr(), conn.canceller(), conn.poll_access());
+        let (rx, tx) = conn.split();
         arc_into_c(tcpchat_conn {
-            cancel: conn.canceller(),
-            conn: Mutex::new(Some(conn)),
-            holder: AtomicUsize::new(0),
+            cancel,
+            rx: Side::new(rx),
+            tx: Side::new(tx),
+            read_ms: AtomicU64::new(read_ms),
+            write_ms: AtomicU64::new(write_ms),
+            peer,
+            local,
+            closed: AtomicBool::new(false),
+            poll,
         })
     }
 
-    /// Lock the connection; refused when the calling thread already holds
-    /// the lock (a callback calling back into its own connection).
-    fn lock(&self) -> Result<Locked<'_>> {
-        let me = this_thread();
-        if self.holder.load(Ordering::Acquire) == me {
-            return Err(Error::invalid(
-                "a tcpchat_conn_* function was called on a connection from a callback of a call \
-                 still running on that connection; return from the callback first",
-            ));
-        }
-        let guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        self.holder.store(me, Ordering::Release);
-        Ok(Locked { holder: &self.holder, guard })
+    fn read_timeout(&self) -> Option<Duration> {
+        timeout_of(self.read_ms.load(Ordering::Relaxed))
     }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        timeout_of(self.write_ms.load(Ordering::Relaxed))
+    }
+
+    /// Run `f` on the receiving half, waiting (up to the read timeout) for
+    /// another thread's receive, or not at all when `wait` is false.
+    fn with_rx<T>(&self, wait: bool, f: impl FnOnce(&mut RecvHalf) -> Result<T>) -> Result<T> {
+        let t = self.read_timeout();
+        let mut held = self.rx.acquire(wait.then_some(t), &self.cancel, "receiving")?;
+        let rx = held.value();
+        rx.set_read_timeout(t)?;
+        f(rx)
+    }
+
+    /// Run `f` on the sending half, as [`tcpchat_conn::with_rx`].
+    fn with_tx<T>(&self, wait: bool, f: impl FnOnce(&mut SendHalf) -> Result<T>) -> Result<T> {
+        let t = self.write_timeout();
+        let mut held = self.tx.acquire(wait.then_some(t), &self.cancel, "sending")?;
+        let tx = held.value();
+        tx.set_write_timeout(t)?;
+        f(tx)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed("the connection was closed with tcpchat_conn_close".into()));
+        }
+        Ok(())
+    }
+
+    /// Wake every waiter: blocked I/O through the canceller (`closing`),
+    /// lock waiters through the condition variables.
+    fn wake_all(&self) {
+        self.rx.notify();
+        self.tx.notify();
+    }
+
+    /// Close gracefully from any thread: wake the other threads' calls, take
+    /// both halves once they are handed back, close. Refused from a callback
+    /// of a call running on this connection.
+    fn close(&self) -> Result<()> {
+        let me = this_thread();
+        if self.rx.held_by(me) || self.tx.held_by(me) {
+            return Err(reentrant());
+        }
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.cancel.wake_for_close();
+        self.wake_all();
+        let rx = self.rx.take_for_close();
+        let tx = self.tx.take_for_close();
+        match (rx, tx) {
+            (Some(rx), Some(tx)) => {
+                // No call is left: the close itself may wait for the peer.
+                self.cancel.end_closing();
+                rx.reunite(tx)?.close()
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn timeout_of(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn reentrant() -> Error {
+    Error::invalid(
+        "a tcpchat_conn_* function was called on a connection from a callback of a call \
+         still running on that connection; return from the callback first",
+    )
 }
 
 thread_local! {
@@ -88,30 +177,135 @@ fn this_thread() -> usize {
     THREAD_TOKEN.with(|t| t as *const u8 as usize)
 }
 
-/// A locked connection; forgets its holder before unlocking.
-struct Locked<'a> {
-    holder: &'a AtomicUsize,
-    guard: MutexGuard<'a, Option<Conn>>,
+/// One side (receiving or sending) of a C connection: the half, lent to
+/// one call at a time. The call takes the half out and runs without holding
+/// the mutex, so a waiting call can give up after its timeout and `try_*`
+/// calls can refuse at once.
+struct Side<T> {
+    state: Mutex<SideState<T>>,
+    cv: Condvar,
 }
 
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        // Runs before `guard` unlocks: only the holder ever stores non-zero.
-        self.holder.store(0, Ordering::Release);
+struct SideState<T> {
+    /// The thread whose call has the half ([`this_thread`]; 0 = none).
+    holder: usize,
+    /// `None` while lent out, and for good once closed.
+    value: Option<T>,
+}
+
+impl<T> Side<T> {
+    fn new(value: T) -> Side<T> {
+        Side {
+            state: Mutex::new(SideState { holder: 0, value: Some(value) }),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SideState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn held_by(&self, me: usize) -> bool {
+        self.lock().holder == me
+    }
+
+    fn notify(&self) {
+        let _guard = self.lock();
+        self.cv.notify_all();
+    }
+
+    /// Borrow the half for one call. `wait`: `None` = never wait (`try_*`),
+    /// `Some(timeout)` = wait for another thread's call up to `timeout`
+    /// (`Some(None)` = for ever). A cancel or a close ends the wait.
+    fn acquire(&self, wait: Option<Option<Duration>>, cancel: &Canceller, what: &str) -> Result<Held<'_, T>> {
+        let me = this_thread();
+        let mut st = self.lock();
+        if st.holder == me {
+            return Err(reentrant());
+        }
+        let mut deadline = None;
+        loop {
+            if cancel.is_closing() {
+                return Err(Error::Closed("the connection is being closed by another thread".into()));
+            }
+            if st.holder == 0 {
+                let Some(value) = st.value.take() else {
+                    return Err(Error::Closed("the connection was closed with tcpchat_conn_close".into()));
+                };
+                st.holder = me;
+                return Ok(Held { side: self, value: Some(value) });
+            }
+            let Some(timeout) = wait else {
+                return Err(Error::WouldBlock(format!("another thread is {what} on this connection")));
+            };
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled(format!("waiting for another thread {what} on this connection")));
+            }
+            match timeout {
+                None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(t) => {
+                    let at = *deadline.get_or_insert_with(|| Instant::now() + t);
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Timeout {
+                            op: format!("waiting for another thread {what} on this connection"),
+                            after: t,
+                        });
+                    }
+                    st = self.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+                }
+            }
+        }
+    }
+
+    /// Wait until no call has the half, then take it for good.
+    fn take_for_close(&self) -> Option<T> {
+        let mut st = self.lock();
+        while st.holder != 0 {
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.value.take()
     }
 }
 
-/// Run `f` on the open connection behind `p`.
+/// A half lent to one call; handed back (and the next waiter woken) on drop.
+struct Held<'a, T> {
+    side: &'a Side<T>,
+    value: Option<T>,
+}
+
+impl<T> Held<'_, T> {
+    fn value(&mut self) -> &mut T {
+        // Always Some until drop.
+        self.value.as_mut().expect("a lent half is present until it is handed back")
+    }
+}
+
+impl<T> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        let mut st = self.side.lock();
+        st.value = self.value.take();
+        st.holder = 0;
+        self.side.cv.notify_all();
+    }
+}
+
+/// Run `f` on the receiving half of the connection behind `p`.
 ///
 /// # Safety
 /// `p` must be NULL or a live connection handle.
-unsafe fn with_conn<T>(p: *const tcpchat_conn, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+unsafe fn with_rx<T>(p: *const tcpchat_conn, wait: bool, f: impl FnOnce(&mut RecvHalf) -> Result<T>) -> Result<T> {
     let handle: Arc<tcpchat_conn> = arc_from_c(p, "conn")?;
-    let mut locked = handle.lock()?;
-    match locked.guard.as_mut() {
-        Some(conn) => f(conn),
-        None => Err(Error::Closed("the connection was closed with tcpchat_conn_close".into())),
-    }
+    handle.with_rx(wait, f)
+}
+
+/// Run `f` on the sending half of the connection behind `p`.
+///
+/// # Safety
+/// `p` must be NULL or a live connection handle.
+unsafe fn with_tx<T>(p: *const tcpchat_conn, wait: bool, f: impl FnOnce(&mut SendHalf) -> Result<T>) -> Result<T> {
+    let handle: Arc<tcpchat_conn> = arc_from_c(p, "conn")?;
+    handle.with_tx(wait, f)
 }
 
 /// Connect to `host`:`port` and return the new connection in `*out_conn`.
@@ -157,7 +351,7 @@ pub unsafe extern "C" fn tcpchat_conn_connect(
 pub unsafe extern "C" fn tcpchat_conn_send(conn: *mut tcpchat_conn, msg: *const u8, len: usize) -> Status {
     guard(|| {
         let msg = arg_bytes(msg, len, "msg")?;
-        with_conn(conn, |c| c.send(msg))
+        with_tx(conn, true, |c| c.send(msg))
     })
 }
 
@@ -200,7 +394,7 @@ pub unsafe extern "C" fn tcpchat_conn_send_many(
                 std::slice::from_raw_parts(p, n)
             }
         });
-        with_conn(conn, |c| c.send_many(parts))
+        with_tx(conn, true, |c| c.send_many(parts))
     })
 }
 
@@ -237,7 +431,7 @@ pub unsafe extern "C" fn tcpchat_conn_send_packed(
             rest = r;
             m
         });
-        with_conn(conn, |c| c.send_many(parts))
+        with_tx(conn, true, |c| c.send_many(parts))
     })
 }
 
@@ -248,7 +442,7 @@ pub unsafe extern "C" fn tcpchat_conn_send_packed(
 pub unsafe extern "C" fn tcpchat_conn_queue(conn: *mut tcpchat_conn, msg: *const u8, len: usize) -> Status {
     guard(|| {
         let msg = arg_bytes(msg, len, "msg")?;
-        with_conn(conn, |c| c.queue(msg))
+        with_tx(conn, true, |c| c.queue(msg))
     })
 }
 
@@ -256,7 +450,7 @@ pub unsafe extern "C" fn tcpchat_conn_queue(conn: *mut tcpchat_conn, msg: *const
 /// unsent rest stays queued.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_flush(conn: *mut tcpchat_conn) -> Status {
-    guard(|| with_conn(conn, |c| c.flush()))
+    guard(|| with_tx(conn, true, |c| c.flush()))
 }
 
 /// Receive the next message into the caller's buffer `buf` of `cap` bytes,
@@ -287,7 +481,7 @@ pub unsafe extern "C" fn tcpchat_conn_recv(
     guard(|| {
         arg_nonnull(out_len, "out_len")?;
         let buf = arg_bytes_mut(buf, cap, "buf")?;
-        received(with_conn(conn, |c| c.recv_into(buf)), out_len)
+        received(with_rx(conn, true, |c| c.recv_into(buf)), out_len)
     })
 }
 
@@ -345,7 +539,7 @@ pub unsafe extern "C" fn tcpchat_conn_recv_many(
         let buf = arg_bytes_mut(buf, cap, "buf")?;
         let mut used = 0usize;
         let mut too_big = None;
-        let n = with_conn(conn, |c| {
+        let n = with_rx(conn, true, |c| {
             let mut i = 0usize;
             c.recv_batch(max_msgs, |m| {
                 if m.len() > buf.len() - used {
@@ -376,13 +570,23 @@ pub unsafe extern "C" fn tcpchat_conn_recv_many(
 /// Set how long a receive waits, in milliseconds (0 = for ever).
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_set_read_timeout_ms(conn: *mut tcpchat_conn, ms: u64) -> Status {
-    guard(|| with_conn(conn, |c| c.set_read_timeout((ms > 0).then(|| Duration::from_millis(ms)))))
+    guard(|| {
+        let handle = arc_from_c(conn, "conn")?;
+        handle.check_open()?;
+        handle.read_ms.store(ms, Ordering::Relaxed);
+        Ok(())
+    })
 }
 
 /// Set how long a send waits for the peer to make room, in milliseconds (0 = for ever).
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_set_write_timeout_ms(conn: *mut tcpchat_conn, ms: u64) -> Status {
-    guard(|| with_conn(conn, |c| c.set_write_timeout((ms > 0).then(|| Duration::from_millis(ms)))))
+    guard(|| {
+        let handle = arc_from_c(conn, "conn")?;
+        handle.check_open()?;
+        handle.write_ms.store(ms, Ordering::Relaxed);
+        Ok(())
+    })
 }
 
 /// Write the peer's address as a NUL-terminated string such as
@@ -398,7 +602,9 @@ pub unsafe extern "C" fn tcpchat_conn_peer_addr(
     out_len: *mut usize,
 ) -> Status {
     guard(|| {
-        let addr = with_conn(conn, |c| Ok(c.peer_addr()))?;
+        let handle = arc_from_c(conn, "conn")?;
+        handle.check_open()?;
+        let addr = handle.peer;
         write_string(&addr.to_string(), buf, len, out_len)
     })
 }
@@ -412,7 +618,9 @@ pub unsafe extern "C" fn tcpchat_conn_local_addr(
     out_len: *mut usize,
 ) -> Status {
     guard(|| {
-        let addr = with_conn(conn, |c| Ok(c.local_addr()))?;
+        let handle = arc_from_c(conn, "conn")?;
+        handle.check_open()?;
+        let addr = handle.local;
         write_string(&addr.to_string(), buf, len, out_len)
     })
 }
@@ -428,6 +636,7 @@ pub unsafe extern "C" fn tcpchat_conn_cancel(conn: *mut tcpchat_conn) -> Status 
     guard(|| {
         let handle = arc_from_c(conn, "conn")?;
         handle.cancel.cancel();
+        handle.wake_all();
         Ok(())
     })
 }
@@ -436,7 +645,7 @@ pub unsafe extern "C" fn tcpchat_conn_cancel(conn: *mut tcpchat_conn) -> Status 
 /// of stream after our last message, and this end can still receive.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_shutdown_write(conn: *mut tcpchat_conn) -> Status {
-    guard(|| with_conn(conn, |c| c.shutdown_write()))
+    guard(|| with_tx(conn, true, |c| c.shutdown_write()))
 }
 
 /// Run one turn-based chat session on the connection as `role`
@@ -463,7 +672,21 @@ pub unsafe extern "C" fn tcpchat_conn_run_session(
     guard(|| {
         let role = role_from_c(role)?;
         let mut handler = CallbackHandler::new(callbacks)?;
-        let end = with_conn(conn, |c| crate::run_session(c, role, &mut handler))?;
+        let handle: Arc<tcpchat_conn> = arc_from_c(conn, "conn")?;
+        let (rt, wt) = (handle.read_timeout(), handle.write_timeout());
+        let mut rx = handle.rx.acquire(Some(rt), &handle.cancel, "receiving")?;
+        let mut tx = handle.tx.acquire(Some(wt), &handle.cancel, "sending")?;
+        let (Some(r), Some(t)) = (rx.value.take(), tx.value.take()) else {
+            return Err(Error::Internal("a connection half was missing".into()));
+        };
+        let mut whole = r.reunite(t)?;
+        whole.set_read_timeout(rt)?;
+        whole.set_write_timeout(wt)?;
+        let end = crate::run_session(&mut whole, role, &mut handler);
+        let (r, t) = whole.split();
+        rx.value = Some(r);
+        tx.value = Some(t);
+        let end = end?;
         write_out(out_end, end);
         Ok(())
     })
@@ -479,11 +702,7 @@ pub unsafe extern "C" fn tcpchat_conn_run_session(
 pub unsafe extern "C" fn tcpchat_conn_close(conn: *mut tcpchat_conn) -> Status {
     guard(|| {
         let handle = arc_from_c(conn, "conn")?;
-        let taken = handle.lock()?.guard.take();
-        match taken {
-            Some(c) => c.close(),
-            None => Ok(()),
-        }
+        handle.close()
     })
 }
 
@@ -492,7 +711,16 @@ pub unsafe extern "C" fn tcpchat_conn_close(conn: *mut tcpchat_conn) -> Status {
 /// afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_free(conn: *mut tcpchat_conn) {
-    guard_value((), || arc_free(conn))
+    guard_value((), || {
+        if conn.is_null() {
+            return;
+        }
+        // Close first (waking the calls of other threads), unless called
+        // from a callback of a call on this connection: that call holds the
+        // connection, which closes when it returns and lets go.
+        let _ = (*conn).close();
+        arc_free(conn)
+    })
 }
 
 /// Write into `*out_fd` a file descriptor for the program's own event loop
@@ -513,7 +741,17 @@ pub unsafe extern "C" fn tcpchat_conn_free(conn: *mut tcpchat_conn) {
 pub unsafe extern "C" fn tcpchat_conn_fd(conn: *mut tcpchat_conn, out_fd: *mut i32) -> Status {
     guard(|| {
         arg_nonnull(out_fd, "out_fd")?;
-        let fd = with_conn(conn, |c| c.poll_fd())?;
+        let handle = arc_from_c(conn, "conn")?;
+        handle.check_open()?;
+        let fd = handle.poll.fd()?;
+        // Bring each side's part of the descriptor's state up to date; a
+        // side busy on another thread does so when its call returns.
+        if let Ok(mut h) = handle.rx.acquire(None, &handle.cancel, "receiving") {
+            h.value().sync_poll();
+        }
+        if let Ok(mut h) = handle.tx.acquire(None, &handle.cancel, "sending") {
+            h.value().sync_poll();
+        }
         out_fd.write(fd);
         Ok(())
     })
@@ -522,7 +760,8 @@ pub unsafe extern "C" fn tcpchat_conn_fd(conn: *mut tcpchat_conn, out_fd: *mut i
 /// Receive the next message without waiting, with the buffer rules and
 /// results of `tcpchat_conn_recv()`, plus `TCPCHAT_STATUS_WOULD_BLOCK` when
 /// no complete message has arrived yet (wait for `tcpchat_conn_fd()` to be
-/// readable, then call again). Also sends queued output when it can.
+/// readable, then call again) or when another thread is in a receive on
+/// this connection. Never waits, for anything.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_try_recv(
     conn: *mut tcpchat_conn,
@@ -533,7 +772,7 @@ pub unsafe extern "C" fn tcpchat_conn_try_recv(
     guard(|| {
         arg_nonnull(out_len, "out_len")?;
         let buf = arg_bytes_mut(buf, cap, "buf")?;
-        received(with_conn(conn, |c| c.try_recv_into(buf)), out_len)
+        received(with_rx(conn, false, |c| c.try_recv_into(buf)), out_len)
     })
 }
 
@@ -547,7 +786,7 @@ pub unsafe extern "C" fn tcpchat_conn_try_recv(
 pub unsafe extern "C" fn tcpchat_conn_try_send(conn: *mut tcpchat_conn, msg: *const u8, len: usize) -> Status {
     guard(|| {
         let msg = arg_bytes(msg, len, "msg")?;
-        with_conn(conn, |c| c.try_send(msg))
+        with_tx(conn, false, |c| c.try_send(msg))
     })
 }
 
@@ -557,5 +796,5 @@ pub unsafe extern "C" fn tcpchat_conn_try_send(conn: *mut tcpchat_conn, msg: *co
 /// readable when the socket can take more).
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_try_flush(conn: *mut tcpchat_conn) -> Status {
-    guard(|| with_conn(conn, |c| c.try_flush()))
+    guard(|| with_tx(conn, false, |c| c.try_flush()))
 }

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Union
 from . import _ffi
 from ._callbacks import Address, ChatCallbacks, Message, NextMessage, OnMessage, SessionEnd, as_bytes
 from ._config import Config, Framing, c_config, merge, timeout_ms
-from ._errors import ClosedError, InterruptedError, InvalidArgumentError, check, from_status
+from ._errors import (
+    ClosedError,
+    InterruptedError,
+    InvalidArgumentError,
+    TimeoutError,
+    WouldBlockError,
+    check,
+    from_status,
+)
 from ._handle import Handle, call, signal_checkpoint
 
 if TYPE_CHECKING:
@@ -139,13 +147,30 @@ class Connection:
     SystemExit, or the program exits after an uncaught Ctrl-C, that wait is
     skipped.
 
-    Threads: use a connection from one thread at a time. Concurrent calls are
-    safe but serialised: a :meth:`send` from another thread waits while a
-    :meth:`recv` is blocked, so one connection is not full-duplex across
-    threads. :meth:`cancel` may be called from any thread to stop a blocked
-    call. Blocking calls release the GIL. Ctrl-C interrupts a
-    blocked receive in the main thread (KeyboardInterrupt); a signal handler
-    that returns normally resumes the call.
+    Threads: a connection is full-duplex. One thread may receive
+    (:meth:`recv`, :meth:`recv_many`, iterating, :meth:`try_recv`) while
+    another sends (:meth:`send`, :meth:`send_many`, :meth:`try_send`,
+    :meth:`try_flush`, :meth:`shutdown_write`), and neither waits for the
+    other::
+
+        def printer():
+            for msg in conn:          # this thread only receives
+                print(msg.decode())
+        threading.Thread(target=printer, daemon=True).start()
+        for line in sys.stdin:        # the main thread only sends
+            conn.send(line.rstrip("\n"))
+        conn.shutdown_write()
+
+    Two receives at once (or two sends) are served one after the other; the
+    second waits at most its own timeout (:attr:`read_timeout` or
+    :attr:`write_timeout`, then :class:`TimeoutError`). The ``try_*`` calls
+    never wait, for anything: :class:`WouldBlockError` instead, also while
+    another thread is in a call on the same side. :meth:`cancel` and
+    :meth:`close` may be called from any thread; a close wakes the calls
+    blocked in other threads with :class:`ClosedError`. Blocking calls
+    release the GIL. Ctrl-C raises KeyboardInterrupt in a main thread
+    blocked in any call, also while it waits behind another thread's call;
+    a signal handler that returns normally resumes the call.
     """
 
     def __init__(self) -> None:
@@ -164,7 +189,11 @@ class Connection:
         self._config = config
         self._read_timeout: Optional[float] = config.read_timeout
         self._write_timeout: Optional[float] = config.write_timeout
+        # One lock per side: calls on one side are served one at a time, and
+        # never wait for the other side. The C library would serialise them
+        # too, but a wait on a Python lock can be interrupted by Ctrl-C.
         self._recv_lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._buf: Optional[ctypes.Array[ctypes.c_uint8]] = None
         self._cap = 0
         self._n = ctypes.c_size_t(0)
@@ -172,6 +201,21 @@ class Connection:
         self._peer: Optional[Address] = None
         self._local: Optional[Address] = None
         self._raw = config.framing is Framing.RAW
+
+    def _acquire(self, lock: threading.Lock, timeout: Optional[float], what: str) -> None:
+        """Take one side's lock, waiting behind another thread's call on the
+        same side for at most ``timeout`` seconds (None = for ever)."""
+        if lock.acquire(False):
+            return
+        if not lock.acquire(True, -1 if timeout is None else timeout):
+            raise TimeoutError(
+                f"timed out after {timeout} s waiting for another thread {what} on this connection"
+            )
+
+    @staticmethod
+    def _acquire_now(lock: threading.Lock, what: str) -> None:
+        if not lock.acquire(False):
+            raise WouldBlockError(f"another thread is {what} on this connection")
 
     # ----- settings -------------------------------------------------------
 
@@ -245,6 +289,13 @@ class Connection:
         :class:`ClosedError`, :class:`ResetError`, :class:`CancelledError`.
         """
         data = as_bytes(msg)
+        self._acquire(self._send_lock, self._write_timeout, "sending")
+        try:
+            self._send_one(data)
+        finally:
+            self._send_lock.release()
+
+    def _send_one(self, data: bytes) -> None:
         with self._handle as ptr:
             if self._raw:
                 # Through the library's queue (not the direct raw write), so
@@ -269,9 +320,13 @@ class Connection:
         # message than c_size_t_Array(*lens)), ctypes reads it in place.
         lens_buf = array.array(_SIZE_T_CODE, map(len, parts))
         lens = (ctypes.c_size_t * len(parts)).from_buffer(lens_buf)
-        with self._handle as ptr:
-            status = _ffi.tcpchat_conn_send_packed(ptr, data, len(data), lens, len(parts))
-            self._finish_send(ptr, status)
+        self._acquire(self._send_lock, self._write_timeout, "sending")
+        try:
+            with self._handle as ptr:
+                status = _ffi.tcpchat_conn_send_packed(ptr, data, len(data), lens, len(parts))
+                self._finish_send(ptr, status)
+        finally:
+            self._send_lock.release()
 
     def _finish_send(self, ptr: "ConnPtr", status: int) -> None:
         if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
@@ -303,7 +358,11 @@ class Connection:
         closed), :class:`ResetError`, :class:`CancelledError`,
         :class:`ClosedError` (closed locally or after an error).
         """
-        return self._receive(_ffi.tcpchat_conn_recv)
+        self._acquire(self._recv_lock, self._read_timeout, "receiving")
+        try:
+            return self._receive(_ffi.tcpchat_conn_recv)
+        finally:
+            self._recv_lock.release()
 
     def recv_text(self, encoding: str = "utf-8", errors: str = "strict") -> Optional[str]:
         """:meth:`recv`, decoded; ``None`` at end of stream."""
@@ -317,7 +376,14 @@ class Connection:
         as :meth:`recv`."""
         if isinstance(max, bool) or not isinstance(max, int) or max < 1:
             raise InvalidArgumentError(f"max must be a positive int, got {max!r}")
-        with self._recv_lock, self._handle as ptr:
+        self._acquire(self._recv_lock, self._read_timeout, "receiving")
+        try:
+            return self._recv_many(max)
+        finally:
+            self._recv_lock.release()
+
+    def _recv_many(self, max: int) -> List[bytes]:  # noqa: A002
+        with self._handle as ptr:
             buf = self._buffer()
             if self._lens is None or len(self._lens) < max:
                 self._lens = (ctypes.c_size_t * max)()
@@ -370,15 +436,20 @@ class Connection:
     def try_recv(self) -> Optional[bytes]:
         """:meth:`recv` without waiting: the next message, ``None`` at end of
         stream, or :class:`WouldBlockError` (a :class:`BlockingIOError`) when
-        no complete message has arrived yet."""
-        return self._receive(_ffi.tcpchat_conn_try_recv)
+        no complete message has arrived yet, or while another thread is in a
+        receive on this connection. Never waits."""
+        self._acquire_now(self._recv_lock, "receiving")
+        try:
+            return self._receive(_ffi.tcpchat_conn_try_recv)
+        finally:
+            self._recv_lock.release()
 
     def _receive(self, fn: "ctypes._NamedFuncPointer") -> Optional[bytes]:
         """One message through ``tcpchat_conn_recv`` or ``_try_recv``: grow
         the buffer when the library says the message (still queued) needs
         more, resume after a signal handler that returned (PEP 475), ``None``
         at end of stream, the status's exception otherwise."""
-        with self._recv_lock, self._handle as ptr:
+        with self._handle as ptr:
             buf = self._buffer()
             n = self._n
             while True:
@@ -400,17 +471,27 @@ class Connection:
     def try_send(self, msg: Message) -> None:
         """Send one message without waiting for the peer: it is accepted and
         sent as far as the socket takes it (the rest is queued for
-        :meth:`try_flush`), or, when earlier output is still stuck, refused
-        with :class:`WouldBlockError`."""
+        :meth:`try_flush`), or, when earlier output is still stuck or another
+        thread is sending, refused with :class:`WouldBlockError`. Never waits."""
         data = as_bytes(msg)
-        with self._handle as ptr:
-            check(_ffi.tcpchat_conn_try_send(ptr, data, len(data)))
+        self._acquire_now(self._send_lock, "sending")
+        try:
+            with self._handle as ptr:
+                check(_ffi.tcpchat_conn_try_send(ptr, data, len(data)))
+        finally:
+            self._send_lock.release()
 
     def try_flush(self) -> bool:
         """Send queued output as far as the socket takes it now; True when
-        all of it went, False when some is still queued."""
-        with self._handle as ptr:
-            status = _ffi.tcpchat_conn_try_flush(ptr)
+        all of it went, False when some is still queued (or another thread
+        is sending). Never waits."""
+        if not self._send_lock.acquire(False):
+            return False
+        try:
+            with self._handle as ptr:
+                status = _ffi.tcpchat_conn_try_flush(ptr)
+        finally:
+            self._send_lock.release()
         if status == _ffi.TCPCHAT_STATUS_WOULD_BLOCK:
             return False
         check(status)
@@ -436,6 +517,26 @@ class Connection:
         r = parse_role(role)
         cbs = ChatCallbacks(next_message, on_message)
         end = ctypes.c_int(0)
+        self._acquire(self._recv_lock, self._read_timeout, "receiving")
+        try:
+            self._acquire(self._send_lock, self._write_timeout, "sending")
+        except BaseException:
+            self._recv_lock.release()
+            raise
+        try:
+            status, message = self._run_session(r, cbs, end)
+        finally:
+            self._send_lock.release()
+            self._recv_lock.release()
+        cbs.raise_pending()
+        if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
+            signal_checkpoint()  # KeyboardInterrupt, if that is what it was
+            raise InterruptedError(message)
+        if status != _ffi.TCPCHAT_STATUS_OK:
+            raise from_status(status, message)
+        return SessionEnd(end.value)
+
+    def _run_session(self, r: Role, cbs: ChatCallbacks, end: "ctypes.c_int") -> "tuple[int, str]":
         with self._handle as ptr:
             try:
                 status = _ffi.tcpchat_conn_run_session(
@@ -444,13 +545,7 @@ class Connection:
                 message = _ffi.last_error_message() if status else ""
             finally:
                 cbs.release()
-        cbs.raise_pending()
-        if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
-            signal_checkpoint()  # KeyboardInterrupt, if that is what it was
-            raise InterruptedError(message)
-        if status != _ffi.TCPCHAT_STATUS_OK:
-            raise from_status(status, message)
-        return SessionEnd(end.value)
+        return status, message
 
     # ----- ending ---------------------------------------------------------
 
@@ -468,16 +563,20 @@ class Connection:
     def shutdown_write(self) -> None:
         """Send what is queued, then shut down the write half: the peer reads
         end of stream after our last message; we can still receive."""
-        with self._handle as ptr:
-            check(call(_ffi.tcpchat_conn_shutdown_write, ptr))
+        self._acquire(self._send_lock, self._write_timeout, "sending")
+        try:
+            with self._handle as ptr:
+                check(call(_ffi.tcpchat_conn_shutdown_write, ptr))
+        finally:
+            self._send_lock.release()
 
     def close(self) -> None:
         """Close gracefully (send what is queued, shut down the write half,
         wait up to ``close_timeout`` for the peer to finish) and free the
         connection. Idempotent. Raises the error of the final send, if any.
 
-        A call blocked in another thread is not interrupted (use
-        :meth:`cancel` first); the close waits for it.
+        May be called from any thread: calls blocked in other threads on
+        this connection are woken and raise :class:`ClosedError`.
         """
         if self._handle.closed:
             return
