@@ -885,13 +885,21 @@ tcpchat_status tcpchat_conn_run_session(tcpchat_conn *conn, tcpchat_role role, c
  * close is lost and no RST is provoked. The handle stays valid (later calls
  * return `TCPCHAT_STATUS_CLOSED`) and must still be freed. Closing twice is
  * harmless. Returns the error of the final send, if any.
+ *
+ * Any thread may call it, also while other threads are blocked in calls on
+ * this connection: those calls return `TCPCHAT_STATUS_CLOSED` at once, and
+ * the close proceeds when they have returned. Refused with
+ * `TCPCHAT_STATUS_INVALID_ARGUMENT` from a callback of a call running on
+ * this connection.
  */
 tcpchat_status tcpchat_conn_close(tcpchat_conn *conn);
 
 /**
  * Free a connection, closing it gracefully first if `tcpchat_conn_close()`
- * was not called (see there). NULL is ignored. The handle must not be used
- * afterwards.
+ * was not called (see there: calls blocked on other threads are woken with
+ * `TCPCHAT_STATUS_CLOSED`). NULL is ignored. The handle must not be used
+ * afterwards. From a callback of a call running on this connection, the
+ * close happens when that call returns.
  */
 void tcpchat_conn_free(tcpchat_conn *conn);
 
@@ -926,9 +934,10 @@ tcpchat_status tcpchat_conn_try_recv(tcpchat_conn *conn, uint8_t *buf, size_t ca
  * Send one message without waiting for the peer. The message is accepted
  * (`TCPCHAT_STATUS_OK`) and sent as far as the socket takes it now, the
  * rest staying queued for `tcpchat_conn_try_flush()`; or, when earlier
- * output is still queued and cannot move, it is not accepted and the call
- * returns `TCPCHAT_STATUS_WOULD_BLOCK`. Refuses the same messages as
- * `tcpchat_conn_send()`. `msg` is copied.
+ * output is still queued and cannot move, or another thread is in a
+ * sending call on this connection, it is not accepted and the call returns
+ * `TCPCHAT_STATUS_WOULD_BLOCK`. Never waits, for anything. Refuses the same
+ * messages as `tcpchat_conn_send()`. `msg` is copied.
  */
 tcpchat_status tcpchat_conn_try_send(tcpchat_conn *conn, const uint8_t *msg, size_t len);
 
@@ -936,7 +945,8 @@ tcpchat_status tcpchat_conn_try_send(tcpchat_conn *conn, const uint8_t *msg, siz
  * Send as much queued output as the socket takes now, without waiting:
  * `TCPCHAT_STATUS_OK` when all of it went, `TCPCHAT_STATUS_WOULD_BLOCK`
  * when some is still queued (the descriptor of `tcpchat_conn_fd()` becomes
- * readable when the socket can take more).
+ * readable when the socket can take more) or another thread is in a
+ * sending call on this connection. Never waits, for anything.
  */
 tcpchat_status tcpchat_conn_try_flush(tcpchat_conn *conn);
 

@@ -191,12 +191,19 @@ struct SideState<T> {
     holder: usize,
     /// `None` while lent out, and for good once closed.
     value: Option<T>,
+    /// Calls waiting on the condition variable (a notify costs a system
+    /// call, so it is made only when someone waits).
+    waiters: usize,
 }
 
 impl<T> Side<T> {
     fn new(value: T) -> Side<T> {
         Side {
-            state: Mutex::new(SideState { holder: 0, value: Some(value) }),
+            state: Mutex::new(SideState {
+                holder: 0,
+                value: Some(value),
+                waiters: 0,
+            }),
             cv: Condvar::new(),
         }
     }
@@ -210,8 +217,21 @@ impl<T> Side<T> {
     }
 
     fn notify(&self) {
-        let _guard = self.lock();
-        self.cv.notify_all();
+        let st = self.lock();
+        if st.waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Wait on the condition variable (up to `left`), counted in `waiters`.
+    fn wait<'a>(&self, mut st: MutexGuard<'a, SideState<T>>, left: Option<Duration>) -> MutexGuard<'a, SideState<T>> {
+        st.waiters += 1;
+        let mut st = match left {
+            None => self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+            Some(d) => self.cv.wait_timeout(st, d).unwrap_or_else(|e| e.into_inner()).0,
+        };
+        st.waiters -= 1;
+        st
     }
 
     /// Borrow the half for one call. `wait`: `None` = never wait (`try_*`),
@@ -242,7 +262,7 @@ impl<T> Side<T> {
                 return Err(Error::Cancelled(format!("waiting for another thread {what} on this connection")));
             }
             match timeout {
-                None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                None => st = self.wait(st, None),
                 Some(t) => {
                     let at = *deadline.get_or_insert_with(|| Instant::now() + t);
                     let left = at.saturating_duration_since(Instant::now());
@@ -252,7 +272,7 @@ impl<T> Side<T> {
                             after: t,
                         });
                     }
-                    st = self.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+                    st = self.wait(st, Some(left));
                 }
             }
         }
@@ -262,7 +282,7 @@ impl<T> Side<T> {
     fn take_for_close(&self) -> Option<T> {
         let mut st = self.lock();
         while st.holder != 0 {
-            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st, None);
         }
         st.value.take()
     }
@@ -286,7 +306,9 @@ impl<T> Drop for Held<'_, T> {
         let mut st = self.side.lock();
         st.value = self.value.take();
         st.holder = 0;
-        self.side.cv.notify_all();
+        if st.waiters > 0 {
+            self.side.cv.notify_all();
+        }
     }
 }
 
@@ -698,6 +720,12 @@ pub unsafe extern "C" fn tcpchat_conn_run_session(
 /// close is lost and no RST is provoked. The handle stays valid (later calls
 /// return `TCPCHAT_STATUS_CLOSED`) and must still be freed. Closing twice is
 /// harmless. Returns the error of the final send, if any.
+///
+/// Any thread may call it, also while other threads are blocked in calls on
+/// this connection: those calls return `TCPCHAT_STATUS_CLOSED` at once, and
+/// the close proceeds when they have returned. Refused with
+/// `TCPCHAT_STATUS_INVALID_ARGUMENT` from a callback of a call running on
+/// this connection.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_close(conn: *mut tcpchat_conn) -> Status {
     guard(|| {
@@ -707,8 +735,10 @@ pub unsafe extern "C" fn tcpchat_conn_close(conn: *mut tcpchat_conn) -> Status {
 }
 
 /// Free a connection, closing it gracefully first if `tcpchat_conn_close()`
-/// was not called (see there). NULL is ignored. The handle must not be used
-/// afterwards.
+/// was not called (see there: calls blocked on other threads are woken with
+/// `TCPCHAT_STATUS_CLOSED`). NULL is ignored. The handle must not be used
+/// afterwards. From a callback of a call running on this connection, the
+/// close happens when that call returns.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_free(conn: *mut tcpchat_conn) {
     guard_value((), || {
@@ -779,9 +809,10 @@ pub unsafe extern "C" fn tcpchat_conn_try_recv(
 /// Send one message without waiting for the peer. The message is accepted
 /// (`TCPCHAT_STATUS_OK`) and sent as far as the socket takes it now, the
 /// rest staying queued for `tcpchat_conn_try_flush()`; or, when earlier
-/// output is still queued and cannot move, it is not accepted and the call
-/// returns `TCPCHAT_STATUS_WOULD_BLOCK`. Refuses the same messages as
-/// `tcpchat_conn_send()`. `msg` is copied.
+/// output is still queued and cannot move, or another thread is in a
+/// sending call on this connection, it is not accepted and the call returns
+/// `TCPCHAT_STATUS_WOULD_BLOCK`. Never waits, for anything. Refuses the same
+/// messages as `tcpchat_conn_send()`. `msg` is copied.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_try_send(conn: *mut tcpchat_conn, msg: *const u8, len: usize) -> Status {
     guard(|| {
@@ -793,7 +824,8 @@ pub unsafe extern "C" fn tcpchat_conn_try_send(conn: *mut tcpchat_conn, msg: *co
 /// Send as much queued output as the socket takes now, without waiting:
 /// `TCPCHAT_STATUS_OK` when all of it went, `TCPCHAT_STATUS_WOULD_BLOCK`
 /// when some is still queued (the descriptor of `tcpchat_conn_fd()` becomes
-/// readable when the socket can take more).
+/// readable when the socket can take more) or another thread is in a
+/// sending call on this connection. Never waits, for anything.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_try_flush(conn: *mut tcpchat_conn) -> Status {
     guard(|| with_tx(conn, false, |c| c.try_flush()))
