@@ -8,6 +8,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include <tcpchat.h>
 
@@ -62,5 +64,18 @@ struct stdio_chat {
 void stdio_chat_init(struct stdio_chat *chat, const char *peer, const char *prompt);
 tcpchat_chat_callbacks stdio_chat_callbacks(struct stdio_chat *chat);
 void stdio_chat_free(struct stdio_chat *chat);
+
+/*
+ * Write `len` bytes of peer text to `out`, made safe for a terminal
+ * (CONTRACT.md, "Text that reaches a terminal"): what could move the
+ * cursor, clear the screen, reorder or hide text is written in a visible
+ * notation instead, the rest as it is.
+ *  - C0 controls except TAB, and DEL: `\x1b`, `\x0d`, `\x7f`;
+ *  - C1 controls (U+0080 to U+009F) and the invisible format characters
+ *    U+200B-U+200F, U+2028-U+202E, U+2060-U+2069, U+FEFF: `\u{85}`, `\u{202e}`;
+ *  - bytes that are not UTF-8: `\xff`, one escape per byte.
+ * The Rust and Python examples write the same (`printable`).
+ */
+void fput_printable(const uint8_t *msg, size_t len, FILE *out);
 
 #endif /* TCPCHAT_EXAMPLES_COMMON_H */

@@ -23,7 +23,7 @@ except ImportError as first_error:
             raise first_error from None
         raise
 
-__all__ = ["tcpchat", "parser", "server_config", "Stdio", "die", "stderr_logger", "eprint"]
+__all__ = ["tcpchat", "parser", "server_config", "Stdio", "die", "stderr_logger", "eprint", "printable"]
 
 
 def _port(text: str) -> int:
@@ -135,3 +135,22 @@ class Stdio:
         msg = msg[:-1] if msg.endswith(b"\r") else msg
         sys.stdout.write(f"{self.peer}: {msg.decode('utf-8', 'replace')}\n")
         sys.stdout.flush()
+
+
+#: What peer text must not put raw on a terminal, each code point mapped to
+#: its visible escape: C0 controls but TAB, and DEL, as ``\x1b``; C1 controls
+#: and the invisible characters that reorder or hide text as ``\u{202e}``.
+_ESCAPES = {cp: f"\\x{cp:02x}" for cp in [*range(0x20), 0x7F] if cp != 0x09}
+_ESCAPES.update(
+    (cp, f"\\u{{{cp:x}}}")
+    for cp in [*range(0x80, 0xA0), *range(0x200B, 0x2010), *range(0x2028, 0x202F),
+               *range(0x2060, 0x206A), 0xFEFF]
+)
+
+
+def printable(msg: bytes) -> str:
+    """Peer text made safe for a terminal (CONTRACT.md, "Text that reaches a
+    terminal"): controls and invisible format characters escaped (see
+    ``_ESCAPES``), bytes that are not UTF-8 as ``\\xff``, one per byte; the
+    rest as it is. The Rust and C examples write the same."""
+    return msg.decode("utf-8", "backslashreplace").translate(_ESCAPES)
