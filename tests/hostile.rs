@@ -22,7 +22,7 @@
 mod common;
 
 use std::fmt;
-use std::io::{BufRead, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -442,33 +442,29 @@ fn same(c: Config) -> Config {
 /// drop it) and sending an empty line every 50 ms so that it is never idle.
 /// Returns the last lines it read.
 fn bystander(addr: SocketAddr) -> Task<Vec<String>> {
-    let mut m = Member::join(addr);
-    m.reader
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
+    // Raw framing: it cuts the room's bytes into lines itself, so that half a
+    // line at the end (or a line that is not UTF-8) fails it.
+    let mut m = Member::join_raw(addr);
+    m.set_read_timeout(Duration::from_millis(50));
     spawn(move || {
         let started = Instant::now();
         let mut last = Vec::new();
         let mut keepalive = Instant::now();
-        let mut buf = Vec::new();
+        let mut sending = true;
         loop {
             assert!(
                 started.elapsed() < Duration::from_secs(300),
                 "the bystander outlived its room"
             );
-            if keepalive.elapsed() >= Duration::from_millis(50) {
-                if m.reader.get_mut().write_all(b"\n").is_err() {
-                    // The room closed its end; read what is left.
-                }
+            if sending && keepalive.elapsed() >= Duration::from_millis(50) {
+                // A failure means the room has closed its end (which a
+                // failed send also does to ours): what it sent before is
+                // in already.
+                sending = m.conn().send(b"\n").is_ok();
                 keepalive = Instant::now();
             }
-            match m.reader.read_until(b'\n', &mut buf) {
-                Ok(0) => break,
-                Ok(_) if buf.ends_with(b"\n") => {
-                    buf.pop();
-                    let line = String::from_utf8(std::mem::take(&mut buf))
-                        .expect("the room wrote a line that is not UTF-8");
+            match m.next_line() {
+                Ok(Some(line)) => {
                     assert!(
                         !line.starts_with("error:"),
                         "the bystander was told {line:?}"
@@ -478,13 +474,13 @@ fn bystander(addr: SocketAddr) -> Task<Vec<String>> {
                     }
                     last.push(line);
                 }
-                Ok(_) => break,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                Ok(None) => break,
+                Err(tcpchat::Error::Timeout { .. }) => {}
+                Err(tcpchat::Error::ConnectionReset(_)) => break,
+                Err(tcpchat::Error::Closed(_)) if !sending => break,
                 Err(e) => panic!("bystander: {e}"),
             }
         }
-        assert!(buf.is_empty(), "the room wrote half a line: {buf:?}");
         last
     })
 }
@@ -679,10 +675,11 @@ fn invalid_utf8_where_text_is_expected() {
     ];
     check("invalid UTF-8", Kind::Room, same, |t| {
         let mut a = Member::join(t.addr);
-        let mut b = Member::join(t.addr);
+        // Raw framing: its last line is cut short.
+        let mut b = Member::join_raw(t.addr);
         a.wait_for(&format!("* {} joined", b.name));
         for line in bad {
-            b.send_bytes(&[line, b"\n"].concat());
+            b.send_line(line);
             assert_eq!(
                 b.line(),
                 "error: your line is not valid UTF-8; it was not sent"
@@ -696,7 +693,7 @@ fn invalid_utf8_where_text_is_expected() {
         );
         // A last line cut inside a character, then the end of the stream.
         b.send_bytes(b"cut \xc3");
-        b.reader.get_ref().shutdown(Shutdown::Write).unwrap();
+        b.shutdown_write();
         assert_eq!(
             b.until_eof(),
             ["error: your line is not valid UTF-8; it was not sent"]
@@ -875,7 +872,8 @@ fn zero_length_messages() {
         let mut a = Member::join(t.addr);
         let mut b = Member::join(t.addr);
         a.wait_for(&format!("* {} joined", b.name));
-        b.send_bytes(&b"\n\r\n".repeat(1000));
+        // "\n\r\n" a thousand times.
+        b.send_lines(&[&b""[..], b"\r"].repeat(1000));
         b.send("after the empty lines");
         assert_eq!(a.line(), format!("{}: after the empty lines", b.name));
     });
@@ -1043,10 +1041,11 @@ fn half_close_still_gets_every_answer() {
             }
             Kind::Room => {
                 let mut a = Member::join(t.addr);
-                let mut b = Member::join(t.addr);
+                // Raw framing: its last line has no newline.
+                let mut b = Member::join_raw(t.addr);
                 a.wait_for(&format!("* {} joined", b.name));
                 b.send_bytes(b"/who\nfirst\nlast words");
-                b.reader.get_ref().shutdown(Shutdown::Write).unwrap();
+                b.shutdown_write();
                 let rest = b.until_eof();
                 assert_eq!(rest.len(), 1, "{rest:?}");
                 assert!(rest[0].starts_with("* 3 online: "), "{rest:?}");
@@ -1150,10 +1149,8 @@ fn room_crowd(addr: SocketAddr, clients: usize, lines: usize) {
         .map(|mut m| {
             let names = names.clone();
             spawn(move || {
-                let batch: String = (0..lines)
-                    .map(|n| format!("{n} from {}\n", m.name))
-                    .collect();
-                m.send_bytes(batch.as_bytes());
+                let batch: Vec<String> = (0..lines).map(|n| format!("{n} from {}", m.name)).collect();
+                m.send_lines(&batch);
                 // sender -> the next line number expected from it
                 let mut next: std::collections::HashMap<String, usize> = Default::default();
                 let mut got = 0;
@@ -1285,10 +1282,11 @@ fn a_final_line_one_byte_over_the_limit_is_refused() {
         |c| c.with_max_message_size(1024),
         |t| {
             let mut a = Member::join(t.addr);
-            let mut b = Member::join(t.addr);
+            // Raw framing: its last line has no newline.
+            let mut b = Member::join_raw(t.addr);
             a.wait_for(&format!("* {} joined", b.name));
             b.send_bytes(&[b'z'; 1025]);
-            b.reader.get_ref().shutdown(Shutdown::Write).unwrap();
+            b.shutdown_write();
             assert_eq!(
                 b.until_eof(),
                 ["error: line longer than 1024 bytes; closing"]

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -64,11 +64,8 @@ fn every_line_reaches_every_other_client_in_order() {
         .into_iter()
         .map(|mut p| {
             thread::spawn(move || {
-                let mut batch = String::new();
-                for i in 0..LINES {
-                    batch.push_str(&format!("line {i} from {}\n", p.name));
-                }
-                p.send_bytes(batch.as_bytes());
+                let batch: Vec<String> = (0..LINES).map(|i| format!("line {i} from {}", p.name)).collect();
+                p.send_lines(&batch);
                 // sender -> next line number expected from it
                 let mut next: HashMap<String, usize> = HashMap::new();
                 for _ in 0..(CLIENTS - 1) * LINES {
@@ -181,12 +178,12 @@ fn default_names_are_unique_even_when_taken() {
 fn invalid_utf8_is_refused_to_the_sender_alone() {
     let room = room(Config::default());
     let mut p = members(room.local_addr(), 2);
-    p[0].send_bytes(b"caf\xc3\x28 \xff\n");
+    p[0].send_line(b"caf\xc3\x28 \xff");
     p[0].expect("error: your line is not valid UTF-8; it was not sent");
     p[0].send("still here");
     p[1].expect("guest1: still here");
     // \r\n endings are fine.
-    p[0].send_bytes("crlf ü\r\n".as_bytes());
+    p[0].send_line("crlf ü\r".as_bytes());
     p[1].expect("guest1: crlf ü");
 }
 
@@ -241,12 +238,16 @@ fn a_stalled_reader_is_dropped_without_delaying_the_others() {
     // what the kernel holds for it small.
     let stalled = "guest3";
     let _stalled = {
+        // Raw: tcpchat::connect cannot set SO_RCVBUF (before the connect).
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         socket.connect(&room.local_addr().into()).unwrap();
-        let mut s = Peer::connect_stream(socket.into(), LIMIT);
-        let welcome = s.line();
+        let s: TcpStream = socket.into();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut s = BufReader::new(s);
+        let mut welcome = String::new();
+        s.read_line(&mut welcome).unwrap();
         assert!(
             welcome.starts_with("* welcome, you are guest3 "),
             "{welcome}"
@@ -269,10 +270,10 @@ fn a_stalled_reader_is_dropped_without_delaying_the_others() {
     let mut after_drop = 0;
     while after_drop < 2 {
         assert!(sent < MAX_LINES, "the stalled client was never dropped");
-        let batch: String = (sent..sent + BATCH)
-            .map(|i| format!("{i} {payload}\n"))
+        let batch: Vec<String> = (sent..sent + BATCH)
+            .map(|i| format!("{i} {payload}"))
             .collect();
-        sender.send_bytes(batch.as_bytes());
+        sender.send_lines(&batch);
         sent += BATCH;
         while read < sent {
             let l = reader.line();
@@ -317,7 +318,8 @@ fn idle_and_half_sent_lines_time_out() {
     let (room, rx) = observed_room(Config::default().with_idle_timeout(Some(idle)));
     let started = Instant::now();
     let mut silent = Peer::join(room.local_addr());
-    let mut slow = Peer::join(room.local_addr());
+    // Raw framing: it sends half a line.
+    let mut slow = Peer::join_raw(room.local_addr());
     silent.expect(&format!("* {} joined", slow.name));
     slow.send_bytes(b"half a li"); // and never the end of it
     let (silent_name, slow_name) = (silent.name.clone(), slow.name.clone());
@@ -377,13 +379,16 @@ fn a_line_too_long_drops_its_sender_only() {
 #[test]
 fn a_client_that_closes_leaves_and_its_last_line_arrives() {
     let room = room(Config::default());
-    let mut p = members(room.local_addr(), 2);
+    // Raw framing: its last line has no newline.
+    let mut a = Peer::join_raw(room.local_addr());
+    let mut b = Peer::join(room.local_addr());
+    a.expect(&format!("* {} joined", b.name));
     // A last line without its newline, then end of stream (`printf hi | nc -N`).
-    p[0].send_bytes(b"last words");
-    p[0].stream().shutdown(Shutdown::Write).unwrap();
-    p[1].expect("guest1: last words");
-    p[1].expect("* guest1 left");
-    assert!(p[0].until_eof().is_empty());
+    a.send_bytes(b"last words");
+    a.shutdown_write();
+    b.expect("guest1: last words");
+    b.expect("* guest1 left");
+    assert!(a.until_eof().is_empty());
 }
 
 #[test]
@@ -405,7 +410,12 @@ fn shutdown_from_another_thread_closes_every_client() {
             vec!["* server shutting down".to_string()]
         );
     }
-    assert!(TcpStream::connect(addr).is_err(), "the room still accepts");
+    let refused = tcpchat::connect("127.0.0.1", addr.port(), &Config::default());
+    assert_eq!(
+        refused.map(|_| ()).unwrap_err().status(),
+        Status::ConnectionRefused,
+        "the room still accepts"
+    );
     assert_eq!(room.post("late").unwrap_err().status(), Status::Cancelled);
     assert_eq!(room.run().unwrap_err().status(), Status::Cancelled);
 }
@@ -470,7 +480,7 @@ fn events_report_joins_messages_renames_and_leaves() {
     match next() {
         RoomEvent::Join { id: 1, name, addr } => {
             assert_eq!(name, "guest1");
-            assert_eq!(addr, p[0].stream().local_addr().unwrap());
+            assert_eq!(addr, p[0].local_addr());
         }
         e => panic!("{e:?}"),
     }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver};
@@ -46,7 +46,8 @@ pub fn pair(config: Config) -> (Conn, Conn) {
 }
 
 /// A plain std socket connected to `server`, for writing bytes no tcpchat
-/// sender would produce.
+/// sender would produce (raw on purpose: the tests of the connection, echo
+/// and session layers feed the library hostile bytes through it).
 pub fn raw_socket(server: &Server) -> TcpStream {
     let s = TcpStream::connect(server.local_addr()).expect("connect");
     s.set_read_timeout(Some(LIMIT)).unwrap();
@@ -138,27 +139,41 @@ pub fn garbage(len: usize, mut seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A client of the room over a plain socket, read line by line, every wait
-/// bounded.
+/// A client of the room through tcpchat's own client API: a [`Conn`] in
+/// `line` framing, every wait bounded. A peer from [`RoomPeer::join_raw`] (or
+/// [`RoomPeer::connect_with`] and [`Framing::Raw`]) is a `Conn` in `raw`
+/// framing instead, for the bytes line framing refuses to send (half a line,
+/// a last line without its newline); it cuts what it receives into lines
+/// itself, which also lets it see whether the room ever wrote half a line.
 pub struct RoomPeer {
     /// Its name in the room (from the welcome line), once joined.
     pub name: String,
-    pub reader: BufReader<TcpStream>,
+    conn: Conn,
+    /// Raw framing: bytes received after the last complete line.
+    partial: Vec<u8>,
 }
 
 impl RoomPeer {
     /// Connect without reading anything; waits give up after [`LIMIT`].
     pub fn connect(addr: SocketAddr) -> RoomPeer {
-        RoomPeer::connect_stream(TcpStream::connect(addr).expect("connect to the room"), LIMIT)
+        RoomPeer::connect_with(addr, Framing::Line, LIMIT)
     }
 
-    /// Wrap a connected socket whose waits give up after `wait`.
-    pub fn connect_stream(s: TcpStream, wait: Duration) -> RoomPeer {
-        s.set_read_timeout(Some(wait)).unwrap();
-        s.set_write_timeout(Some(wait)).unwrap();
+    /// Connect in `framing` (line or raw) with every wait (the connect, each
+    /// receive and each send) giving up after `wait`.
+    pub fn connect_with(addr: SocketAddr, framing: Framing, wait: Duration) -> RoomPeer {
+        let config = Config::default()
+            .with_framing(framing)
+            .with_connect_timeout(Some(wait))
+            .with_read_timeout(Some(wait))
+            .with_write_timeout(Some(wait))
+            .with_raw_buffer_size(64 * 1024);
+        let conn = tcpchat::connect(&addr.ip().to_string(), addr.port(), &config)
+            .unwrap_or_else(|e| panic!("connecting to the room: {e}"));
         RoomPeer {
             name: String::new(),
-            reader: BufReader::new(s),
+            conn,
+            partial: Vec::new(),
         }
     }
 
@@ -169,41 +184,126 @@ impl RoomPeer {
 
     /// [`RoomPeer::join`] with waits that give up after `wait`.
     pub fn join_within(addr: SocketAddr, wait: Duration) -> RoomPeer {
-        let s = TcpStream::connect(addr).expect("connect to the room");
-        let mut p = RoomPeer::connect_stream(s, wait);
-        let welcome = p.line();
+        RoomPeer::connect_with(addr, Framing::Line, wait).welcomed()
+    }
+
+    /// [`RoomPeer::join`] in raw framing: a member that can send any bytes
+    /// ([`RoomPeer::send_bytes`]).
+    pub fn join_raw(addr: SocketAddr) -> RoomPeer {
+        RoomPeer::connect_with(addr, Framing::Raw, LIMIT).welcomed()
+    }
+
+    /// Read the welcome line and take the name from it.
+    fn welcomed(mut self) -> RoomPeer {
+        let welcome = self.line();
         let rest = welcome
             .strip_prefix("* welcome, you are ")
             .unwrap_or_else(|| panic!("unexpected greeting {welcome:?}"));
-        p.name = rest.split(' ').next().unwrap().to_string();
+        self.name = rest.split(' ').next().unwrap().to_string();
         assert_eq!(
             welcome,
-            format!("* welcome, you are {} (commands: /nick NAME, /who, /quit)", p.name)
+            format!("* welcome, you are {} (commands: /nick NAME, /who, /quit)", self.name)
         );
-        p
+        self
     }
 
-    pub fn stream(&self) -> &TcpStream {
-        self.reader.get_ref()
+    /// The connection underneath.
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
     }
 
+    /// This end's address (the room reports it in its join event).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.conn.local_addr()
+    }
+
+    /// Change how long a receive waits.
+    pub fn set_read_timeout(&mut self, t: Duration) {
+        self.conn.set_read_timeout(Some(t)).unwrap();
+    }
+
+    fn raw(&self) -> bool {
+        self.conn.framing() == Framing::Raw
+    }
+
+    /// Send one line (the newline is added).
     pub fn send(&mut self, line: &str) {
-        self.send_bytes(format!("{line}\n").as_bytes());
+        self.send_line(line.as_bytes());
     }
 
+    /// Send one line of any bytes but a newline (invalid UTF-8, a `\r` at
+    /// the end), the newline added.
+    pub fn send_line(&mut self, line: &[u8]) {
+        if self.raw() {
+            self.send_bytes(&[line, b"\n"].concat());
+        } else {
+            let r = self.conn.send(line);
+            r.unwrap_or_else(|e| panic!("{}: sending to the room: {e}", self.name));
+        }
+    }
+
+    /// Send many lines with one write.
+    pub fn send_lines<M: AsRef<[u8]>>(&mut self, lines: &[M]) {
+        if self.raw() {
+            let wire: Vec<u8> = lines.iter().flat_map(|l| [l.as_ref(), b"\n"].concat()).collect();
+            self.send_bytes(&wire);
+        } else {
+            let r = self.conn.send_many(lines);
+            r.unwrap_or_else(|e| panic!("{}: sending to the room: {e}", self.name));
+        }
+    }
+
+    /// Send bytes as they are: a peer in raw framing only.
     pub fn send_bytes(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).expect("send to the room");
+        assert!(self.raw(), "send_bytes needs a raw-framing peer (RoomPeer::join_raw)");
+        let r = self.conn.send(bytes);
+        r.unwrap_or_else(|e| panic!("{}: sending to the room: {e}", self.name));
+    }
+
+    /// Shut down the sending side: the room reads end of stream after what
+    /// was sent, and this peer can still receive.
+    pub fn shutdown_write(&mut self) {
+        self.conn.shutdown_write().expect("shutting down the write half");
+    }
+
+    /// The next line without its newline, `Ok(None)` at end of stream, an
+    /// error on a timeout (the peer stays usable) or a failure. In raw
+    /// framing a last line without its newline is an error.
+    pub fn next_line(&mut self) -> tcpchat::Result<Option<String>> {
+        let bytes = if self.raw() {
+            loop {
+                if let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
+                    let mut line: Vec<u8> = self.partial.drain(..=nl).collect();
+                    line.pop();
+                    break line;
+                }
+                match self.conn.recv()? {
+                    Some(chunk) => self.partial.extend_from_slice(&chunk),
+                    None if self.partial.is_empty() => return Ok(None),
+                    None => {
+                        return Err(tcpchat::Error::Protocol(format!(
+                            "end of stream after half a line: {:?}",
+                            String::from_utf8_lossy(&self.partial)
+                        )))
+                    }
+                }
+            }
+        } else {
+            match self.conn.recv()? {
+                Some(line) => line,
+                None => return Ok(None),
+            }
+        };
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| tcpchat::Error::Protocol(format!("the room wrote a line that is not UTF-8: {e}")))
     }
 
     /// The next line, without its newline.
     pub fn line(&mut self) -> String {
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(_) if buf.ends_with(b"\n") => {
-                buf.pop();
-                String::from_utf8(buf).expect("the room writes UTF-8")
-            }
-            Ok(_) => panic!("{}: end of stream after {:?}", self.name, String::from_utf8_lossy(&buf)),
+        match self.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("{}: end of stream", self.name),
             Err(e) => panic!("{}: reading a line: {e}", self.name),
         }
     }
@@ -226,16 +326,13 @@ impl RoomPeer {
 
     /// Read until end of stream (a reset counts too); the lines that came.
     pub fn until_eof(&mut self) -> Vec<String> {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("{}: waiting for end of stream: {e}", self.name),
+        let mut lines = Vec::new();
+        loop {
+            match self.next_line() {
+                Ok(Some(line)) => lines.push(line),
+                Ok(None) | Err(tcpchat::Error::ConnectionReset(_)) => return lines,
+                Err(e) => panic!("{}: waiting for end of stream: {e}", self.name),
+            }
         }
-        String::from_utf8(rest)
-            .expect("the room writes UTF-8")
-            .lines()
-            .map(str::to_string)
-            .collect()
     }
 }
