@@ -54,6 +54,7 @@ from ._log import LogLevel, set_log_handler
 from ._room import LeaveReason, Room, RoomEvent, RoomEventKind, RoomStats
 from ._server import EchoStats, Server
 from ._version import __version__
+from . import aio
 
 
 def version() -> str:
