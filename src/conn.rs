@@ -778,8 +778,10 @@ impl SendHalf {
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         if self.sh.config.framing == Framing::Raw && self.wbuf.is_empty() {
             // Raw bytes go straight from the caller's buffer: no copy, and a
-            // huge raw send needs no memory of ours.
+            // raw send needs no memory of ours. The size limit holds as
+            // in the other framings, checked before any byte is read.
             self.sh.check_writable()?;
+            crate::framing::check_size(msg.len(), self.sh.config.max_message_size)?;
             return self.write_all_direct(msg);
         }
         self.queue(msg)?;

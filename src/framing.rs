@@ -418,7 +418,12 @@ pub fn encode(framing: Framing, max_message_size: usize, msg: &[u8], out: &mut V
 #[inline(never)]
 fn encode_slow(framing: Framing, max_message_size: usize, msg: &[u8], out: &mut Vec<u8>) -> Result<()> {
     match framing {
-        Framing::Raw => out.extend_from_slice(msg),
+        Framing::Raw => {
+            // The same limit as the other framings, checked before a byte of
+            // the message is read or a byte of memory reserved.
+            check_size(msg.len(), max_message_size)?;
+            out.extend_from_slice(msg);
+        }
         Framing::Line => {
             check_size(msg.len(), max_message_size)?;
             if let Some(pos) = find_newline(msg) {
@@ -478,7 +483,7 @@ pub(crate) fn find_newline(hay: &[u8]) -> Option<usize> {
     words.remainder().iter().position(|&b| b == b'\n').map(|p| i + p)
 }
 
-fn check_size(len: usize, max: usize) -> Result<()> {
+pub(crate) fn check_size(len: usize, max: usize) -> Result<()> {
     if len > max {
         return Err(Error::MessageTooLarge {
             size: len as u64,

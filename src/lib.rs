@@ -43,6 +43,7 @@ pub mod framing;
 pub mod log;
 pub mod room;
 pub mod session;
+pub mod text;
 
 mod client;
 /// The C API (`include/tcpchat.h`); not part of the Rust API.

@@ -185,6 +185,32 @@ pub extern "C" fn tcpchat_set_log_callback(
     })
 }
 
+/// Write `text` (`len` bytes, borrowed for the call; need not be UTF-8 nor
+/// NUL-terminated) into `buf` (`cap` bytes) as a NUL-terminated string that
+/// is safe to print on a terminal: C0 controls other than TAB, DEL, C1
+/// controls and the invisible format characters that reorder or hide text
+/// are replaced by a visible notation (`\x1b`, `\u{202e}`; bytes that are
+/// not UTF-8 as `\xff`), the rest is copied unchanged. The room applies the
+/// same rule to what it relays; use this for any peer text you print.
+///
+/// `*out_len` (not NULL) receives the length written without the NUL, or,
+/// with `TCPCHAT_STATUS_BUFFER_TOO_SMALL`, the size needed including the NUL
+/// (at most `4 * len + 1`; `buf` may be NULL with `cap` 0 to ask).
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_escape_text(
+    text: *const u8,
+    len: usize,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> Status {
+    guard(|| {
+        boundary::arg_nonnull(out_len, "out_len")?;
+        let text = boundary::arg_bytes(text, len, "text")?;
+        boundary::write_string(&crate::text::escape_bytes(text), buf, cap, out_len)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

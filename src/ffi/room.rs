@@ -302,6 +302,21 @@ pub unsafe extern "C" fn tcpchat_room_post(room: *const tcpchat_room, text: *con
     })
 }
 
+/// Relay text as it was typed (`raw` true), terminal controls included, or,
+/// as by default (`raw` false), with C0 controls other than TAB, DEL, C1
+/// controls and the invisible format characters shown in the visible
+/// notation of `tcpchat_escape_text()`. Only for rooms whose every member is
+/// a program: a person at a terminal can be attacked with raw controls.
+/// Any thread, any time; it applies to the lines that arrive from then on.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_room_set_raw_text(room: *const tcpchat_room, raw: bool) -> Status {
+    guard(|| {
+        let r = arc_from_c(room, "room")?;
+        r.room.set_raw_text(raw);
+        Ok(())
+    })
+}
+
 /// Shut the room down, from any thread: every client gets a closing line
 /// and a graceful close, and the call returns when the room has stopped
 /// (called from the callback, it returns at once and the room stops after

@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -235,6 +235,7 @@ impl Engine {
         let inbox = Arc::new(Inbox {
             waker,
             posts: Mutex::new(Vec::new()),
+            raw_text: AtomicBool::new(config.raw_text),
             stop: Default::default(),
             counters: Counters::default(),
         });
@@ -603,6 +604,7 @@ impl Engine {
     /// Act on every complete line the client's decoder holds.
     fn take_lines(&mut self, idx: usize, now: Instant) {
         let want_text = self.handler.is_some();
+        let raw_text = self.inbox.raw_text.load(Ordering::Relaxed);
         loop {
             let Some(c) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
                 return;
@@ -618,7 +620,11 @@ impl Engine {
                         continue;
                     }
                     Input::Say(t) => Action::Say {
-                        line: text::chat(&c.name, t),
+                        line: if raw_text {
+                            text::chat(&c.name, t)
+                        } else {
+                            text::chat(&c.name, &crate::text::escape_text(t))
+                        },
                         text: want_text.then(|| t.to_string()),
                     },
                     Input::Nick(n) => Action::Nick(n.to_string()),

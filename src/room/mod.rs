@@ -126,6 +126,12 @@ pub struct RoomConfig {
     /// always accepted, whatever its size. Default: 256 KiB.
     /// Must be at least 1.
     pub queue_limit: usize,
+    /// Relay text as it was typed, terminal controls included. Default
+    /// `false`: every line is relayed with terminal controls shown in the
+    /// visible notation of [`crate::text`] (`\x1b`, `\u{202e}`), so that no
+    /// member can repaint, retitle or query another member's terminal. Set
+    /// it only when every receiver is a program, never a person at a terminal.
+    pub raw_text: bool,
 }
 
 impl Default for RoomConfig {
@@ -139,11 +145,18 @@ impl From<Config> for RoomConfig {
         RoomConfig {
             config,
             queue_limit: DEFAULT_QUEUE_LIMIT,
+            raw_text: false,
         }
     }
 }
 
 impl RoomConfig {
+    /// Set [`RoomConfig::raw_text`].
+    pub fn with_raw_text(mut self, raw: bool) -> RoomConfig {
+        self.raw_text = raw;
+        self
+    }
+
     /// Set [`RoomConfig::queue_limit`].
     pub fn with_queue_limit(mut self, bytes: usize) -> RoomConfig {
         self.queue_limit = bytes;
@@ -298,6 +311,8 @@ struct Inbox {
     waker: mio::Waker,
     posts: Mutex<Vec<Arc<[u8]>>>,
     stop: AtomicBool,
+    /// [`RoomConfig::raw_text`], changeable while the room runs.
+    raw_text: AtomicBool,
     counters: Counters,
 }
 
@@ -370,7 +385,11 @@ impl Shared {
             .posts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(text::posted(text));
+            .push(if self.inbox.raw_text.load(Ordering::Relaxed) {
+                text::posted(text)
+            } else {
+                text::posted(&crate::text::escape_text(text))
+            });
         self.inbox.wake();
         Ok(())
     }
@@ -619,6 +638,12 @@ impl Room {
         RoomHandle {
             shared: self.shared.clone(),
         }
+    }
+
+    /// Turn [`RoomConfig::raw_text`] on or off, from any thread, also while
+    /// the room runs: it applies to the lines that arrive from then on.
+    pub fn set_raw_text(&self, raw: bool) {
+        self.shared.inbox.raw_text.store(raw, Ordering::Relaxed);
     }
 
     /// Send `* TEXT` to every client (see [`RoomHandle::post`]).

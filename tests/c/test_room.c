@@ -518,10 +518,11 @@ static void test_the_callback_sees_every_event(void)
         CHECK(str_is(e->text, "hi there") && e->text_len == 8 && !e->old_name && !e->address);
     }
 
-    /* A NUL byte is valid UTF-8: it reaches the others, and text_len counts it. */
+    /* A NUL byte is valid UTF-8: the event has it (text_len counts it), the
+       others see it escaped, never raw. */
     char line[64];
     CHECK(raw_write_all(p[0].fd, "a\0b\n", 4));
-    CHECK(peer_line(&p[1], line, sizeof line) == 11 && memcmp(line, "guest1: a\0b", 11) == 0);
+    CHECK(peer_line(&p[1], line, sizeof line) == 14 && memcmp(line, "guest1: a\\x00b", 14) == 0);
     e = next_event(&rec);
     CHECK(e && e->kind == TCPCHAT_ROOM_EVENT_MESSAGE && e->text_len == 3 && memcmp(e->text, "a\0b", 4) == 0);
 
@@ -616,6 +617,44 @@ static void test_post_from_another_thread(void)
         close_all(p, 3);
     }
     tcpchat_room_free(room);
+}
+
+/* Terminal controls: escaped by default, raw once the program opts out. */
+static void test_terminal_controls_are_escaped_unless_raw(void)
+{
+    uint16_t port;
+    tcpchat_room *room = start_room(0, &port);
+    struct peer p[2];
+    char want[128];
+    if (room && members(port, p, 2)) {
+        SEND(&p[0], "\x1b[2J\x1b]52;c;eA==\x07 \xe2\x80\xae");
+        snprintf(want, sizeof want, "%s: \\x1b[2J\\x1b]52;c;eA==\\x07 \\u{202e}", p[0].name);
+        EXPECT(&p[1], want);
+        CHECK_OK(tcpchat_room_post(room, "note\r"));
+        EXPECT(&p[1], "* note\\x0d");
+        CHECK_OK(tcpchat_room_set_raw_text(room, true));
+        SEND(&p[0], "\x1b[2J");
+        snprintf(want, sizeof want, "%s: \x1b[2J", p[0].name);
+        EXPECT(&p[1], want);
+        close_all(p, 2);
+    }
+    CHECK_INVALID(tcpchat_room_set_raw_text(NULL, true));
+    tcpchat_room_free(room);
+}
+
+/* tcpchat_escape_text: the notation, the size query, bad arguments. */
+static void test_escape_text(void)
+{
+    char buf[64];
+    size_t n = 0;
+    CHECK_OK(tcpchat_escape_text((const uint8_t *)"a\x1b[2J\xff\tz", 8, buf, sizeof buf, &n));
+    CHECK(n == 14 && strcmp(buf, "a\\x1b[2J\\xff\tz") == 0);
+    CHECK_ST(tcpchat_escape_text((const uint8_t *)"\x1b", 1, NULL, 0, &n), TCPCHAT_STATUS_BUFFER_TOO_SMALL);
+    CHECK(n == 5);
+    CHECK_OK(tcpchat_escape_text(NULL, 0, buf, sizeof buf, &n));
+    CHECK(n == 0 && buf[0] == '\0');
+    CHECK_INVALID(tcpchat_escape_text(NULL, 3, buf, sizeof buf, &n));
+    CHECK_INVALID(tcpchat_escape_text((const uint8_t *)"x", 1, buf, sizeof buf, NULL));
 }
 
 struct runner {
@@ -769,5 +808,7 @@ int main(void)
     test_the_callback_can_post_and_shut_down();
     test_post_from_another_thread();
     test_run_until_shutdown_from_another_thread();
+    test_terminal_controls_are_escaped_unless_raw();
+    test_escape_text();
     return finish();
 }

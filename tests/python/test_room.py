@@ -405,9 +405,10 @@ def test_events_reach_the_handler_with_the_right_fields(mode: str) -> None:
         a.send("hi ☃")
         b.expect("guest1: hi ☃")
         assert next_event(events) == RoomEvent(RoomEventKind.MESSAGE, 1, "guest1", text="hi ☃")
-        # A NUL inside a line is UTF-8 too: the event has the whole text.
+        # A NUL inside a line is UTF-8 too: the event has the whole text,
+        # the other members see it escaped (never a raw control).
         a.send_bytes(b"a\0b\n")
-        b.expect("guest1: a\0b")
+        b.expect("guest1: a\\x00b")
         assert next_event(events).text == "a\0b"
         a.send("/nick alice")
         a.expect("* you are now known as alice")

@@ -315,6 +315,12 @@ tcpchat_set_log_callback = _declare(
     "tcpchat_set_log_callback", tcpchat_status, [tcpchat_log_level, tcpchat_log_callback, c_void_p]
 )
 
+# tcpchat_status tcpchat_escape_text(const uint8_t *text, size_t len, char *buf,
+#     size_t cap, size_t *out_len);
+tcpchat_escape_text = _declare(
+    "tcpchat_escape_text", tcpchat_status, [c_char_p, c_size_t, c_char_p, c_size_t, _size_p]
+)
+
 # --- config ------------------------------------------------------------------
 
 # tcpchat_config *tcpchat_config_new(void);
@@ -491,6 +497,8 @@ tcpchat_room_run = _declare(
 tcpchat_room_start = _declare("tcpchat_room_start", tcpchat_status, [_room_p])
 # tcpchat_status tcpchat_room_post(const tcpchat_room *room, const char *text);
 tcpchat_room_post = _declare("tcpchat_room_post", tcpchat_status, [_room_p, c_char_p])
+# tcpchat_status tcpchat_room_set_raw_text(const tcpchat_room *room, bool raw);
+tcpchat_room_set_raw_text = _declare("tcpchat_room_set_raw_text", tcpchat_status, [_room_p, c_bool])
 # tcpchat_status tcpchat_room_shutdown(const tcpchat_room *room);
 tcpchat_room_shutdown = _declare("tcpchat_room_shutdown", tcpchat_status, [_room_p])
 # tcpchat_status tcpchat_room_get_stats(const tcpchat_room *room,

@@ -293,6 +293,9 @@ class Room:
     ``max_per_address``; the framing must be ``LINE`` (the default).
     ``queue_limit`` bounds each client's outgoing queue in bytes (None: the
     library's 256 KiB): a client whose unread lines exceed it is dropped.
+    Lines are relayed with terminal controls shown escaped (the notation of
+    :func:`tcpchat.escape_text`); ``raw_text=True`` relays them as typed,
+    only for rooms whose every member is a program.
 
     Serve with :meth:`run` (blocks this thread) or :meth:`start` (a library
     thread); observe with :meth:`on_event`; announce with :meth:`post`; stop
@@ -316,6 +319,7 @@ class Room:
         *,
         config: Optional[Config] = None,
         queue_limit: Optional[int] = None,
+        raw_text: bool = False,
         **options: "Unpack[ConfigOptions]",
     ) -> None:
         cfg = merge(config, options)
@@ -338,6 +342,9 @@ class Room:
             check(_ffi.tcpchat_room_local_addr(ptr, buf, len(buf), None))
         self._address = Address.parse(buf.value.decode("utf-8", "replace"))
         self._bridge.where = str(self._address)
+        self._raw_text = False
+        if raw_text:
+            self.raw_text = True
 
     # ----- properties -----------------------------------------------------
 
@@ -362,6 +369,18 @@ class Room:
         """Each client's outgoing queue limit in bytes (None: the library's
         default, 256 KiB)."""
         return self._queue_limit
+
+    @property
+    def raw_text(self) -> bool:
+        """Whether lines are relayed as typed, terminal controls included
+        (False, the default: shown escaped). Settable at any time."""
+        return self._raw_text
+
+    @raw_text.setter
+    def raw_text(self, raw: bool) -> None:
+        with self._handle as ptr:
+            check(_ffi.tcpchat_room_set_raw_text(ptr, bool(raw)))
+        self._raw_text = bool(raw)
 
     @property
     def closed(self) -> bool:
