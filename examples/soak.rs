@@ -12,6 +12,14 @@
 //! is on 127.0.0.1; every loop is bounded in time, and the child exits when
 //! this program closes its standard input (or dies).
 //!
+//! Every client is a tcpchat connection ([`tcpchat::connect`]): the
+//! well-behaved ones in `line` framing, the hostile ones that send bytes
+//! line framing refuses (random bytes, half lines, a line over the limit,
+//! one byte at a time) in `raw` framing. Only three hostile actions use
+//! plain sockets, for what tcpchat's client cannot do: a reset (SO_LINGER
+//! 0), a storm of connections dropped at once (half of them reset), and a
+//! reader with a tiny receive buffer (SO_RCVBUF).
+//!
 //! Well-behaved clients ([`WELL_BEHAVED`] of them) each send numbered lines
 //! (`seq N`) in small bursts, read everything, and leave (`/quit`) and join
 //! again every 1 to 4 s. What must match: every line a well-behaved client
@@ -44,15 +52,15 @@
 //! check passed, 1 otherwise, 2 for bad flags.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tcpchat::{Config, Room, RoomConfig};
+use tcpchat::{Config, Conn, Error, Framing, Room, RoomConfig};
 
 /// Well-behaved clients.
 const WELL_BEHAVED: usize = 8;
@@ -301,11 +309,22 @@ impl Rng {
     }
 }
 
-fn connect(addr: SocketAddr, read_timeout: Duration) -> std::io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(&addr, WAIT)?;
-    s.set_read_timeout(Some(read_timeout))?;
-    s.set_write_timeout(Some(WAIT))?;
-    Ok(s)
+/// A tcpchat connection to the room in `framing` (line for the
+/// well-behaved, raw for the hostile); connecting and sending wait at most
+/// [`WAIT`], a receive at most `read_timeout`.
+fn connect(addr: SocketAddr, framing: Framing, read_timeout: Duration) -> tcpchat::Result<Conn> {
+    let config = Config::default()
+        .with_framing(framing)
+        .with_connect_timeout(Some(WAIT))
+        .with_read_timeout(Some(read_timeout))
+        .with_write_timeout(Some(WAIT))
+        .with_raw_buffer_size(16 * 1024);
+    tcpchat::connect(&addr.ip().to_string(), addr.port(), &config)
+}
+
+/// A receive that gave nothing yet, and may be tried again.
+fn waiting(e: &Error) -> bool {
+    matches!(e, Error::Timeout { .. } | Error::Interrupted(_))
 }
 
 // ----- well-behaved clients --------------------------------------------------------------
@@ -316,14 +335,13 @@ struct Track {
     next: u64,
 }
 
-/// One incarnation of a well-behaved client: its socket, its lines in, and
-/// what it has received from each well-behaved sender.
+/// One incarnation of a well-behaved client: its connection (line
+/// framing) and what it has received from each well-behaved sender.
 struct Member<'a> {
     shared: &'a Shared,
     name: String,
     inc: Arc<Inc>,
-    stream: TcpStream,
-    buf: Vec<u8>,
+    conn: Conn,
     tracks: HashMap<String, Track>,
     /// Senders whose join this one read (their lines must all come).
     joined_after: HashSet<String>,
@@ -338,14 +356,17 @@ impl<'a> Member<'a> {
             if Instant::now() > shared.stop_at + WAIT {
                 return None;
             }
-            let mut s = match connect(shared.addr, WAIT) {
-                Ok(s) => s,
+            let mut conn = match connect(shared.addr, Framing::Line, WAIT) {
+                Ok(c) => c,
                 Err(e) => {
                     shared.fail("well-behaved: cannot connect", e.to_string());
                     return None;
                 }
             };
-            let first = read_line_raw(&mut s);
+            let first = match conn.recv() {
+                Ok(Some(line)) => Some(String::from_utf8_lossy(&line).into_owned()),
+                _ => None,
+            };
             match first
                 .as_deref()
                 .and_then(|l| l.strip_prefix("* welcome, you are "))
@@ -362,13 +383,12 @@ impl<'a> Member<'a> {
                         .lock()
                         .unwrap()
                         .insert(name.clone(), inc.clone());
-                    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
                     return Some(Member {
                         shared,
                         name,
                         inc,
-                        stream: s,
-                        buf: Vec::new(),
+                        conn,
                         tracks: HashMap::new(),
                         joined_after: HashSet::new(),
                         bye: false,
@@ -392,8 +412,9 @@ impl<'a> Member<'a> {
         None
     }
 
-    fn send(&mut self, bytes: &[u8]) {
-        if let Err(e) = self.stream.write_all(bytes) {
+    /// Send lines with one write.
+    fn send(&mut self, lines: &[&[u8]]) {
+        if let Err(e) = self.conn.send_many(lines) {
             self.shared
                 .fail("well-behaved: send failed", format!("{}: {e}", self.name));
             self.eof = true;
@@ -403,37 +424,28 @@ impl<'a> Member<'a> {
     /// Send `n` numbered lines at once.
     fn burst(&mut self, n: u64) {
         let first = self.inc.sent.load(Ordering::Relaxed);
-        let lines: String = (first..first + n).map(|i| format!("seq {i}\n")).collect();
+        let lines: Vec<String> = (first..first + n).map(|i| format!("seq {i}")).collect();
+        let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
         // Counted first: a receiver may read them before this returns.
         self.inc.sent.store(first + n, Ordering::Relaxed);
-        self.send(lines.as_bytes());
+        self.send(&lines);
         self.shared.counts.sent.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Read what is there (waiting up to the socket's timeout) and act on
-    /// every complete line.
+    /// Wait (up to the read timeout) for a line, then take every line
+    /// already received, and act on each.
     fn pump(&mut self) {
         if self.eof {
             return;
         }
-        let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
+        let mut lines = Vec::new();
+        match self.conn.recv_batch(usize::MAX, |l| {
+            lines.push(String::from_utf8_lossy(l).into_owned());
+            true
+        }) {
             Ok(0) => self.eof = true,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                let mut start = 0;
-                while let Some(p) = self.buf[start..].iter().position(|&b| b == b'\n') {
-                    let line = String::from_utf8_lossy(&self.buf[start..start + p]).into_owned();
-                    start += p + 1;
-                    self.line(&line);
-                }
-                self.buf.drain(..start);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+            Ok(_) => {}
+            Err(e) if waiting(&e) => {}
             Err(e) => {
                 self.shared.fail(
                     "well-behaved: connection failed",
@@ -441,6 +453,9 @@ impl<'a> Member<'a> {
                 );
                 self.eof = true;
             }
+        }
+        for line in lines {
+            self.line(&line);
         }
     }
 
@@ -613,7 +628,7 @@ impl<'a> Member<'a> {
     /// Leave: `/quit`, read to the `* bye` and the end, check what came.
     fn quit(mut self) {
         self.inc.finished.store(true, Ordering::Relaxed);
-        self.send(b"/quit\n");
+        self.send(&[b"/quit"]);
         let started = Instant::now();
         while !self.bye && !self.eof {
             if started.elapsed() > WAIT {
@@ -629,7 +644,7 @@ impl<'a> Member<'a> {
     }
 }
 
-/// Read one line from a fresh connection (the welcome or a refusal).
+/// Read one line from a fresh plain socket (the welcome of [`reset`]).
 fn read_line_raw(s: &mut TcpStream) -> Option<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -683,7 +698,7 @@ fn final_phase(i: usize, mut m: Member<'_>, shared: &Shared) {
     let started = Instant::now();
     let mut keepalive = Instant::now();
     let mut complete = false;
-    m.stream
+    m.conn
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     while !shared.quit.load(Ordering::SeqCst) && !m.eof {
@@ -693,7 +708,7 @@ fn final_phase(i: usize, mut m: Member<'_>, shared: &Shared) {
         }
         // An empty line is ignored by the room but keeps us from idling out.
         if keepalive.elapsed() > IDLE / 4 {
-            m.send(b"\n");
+            m.send(&[b""]);
             keepalive = Instant::now();
         }
         m.pump();
@@ -731,14 +746,14 @@ fn hostile(h: usize, shared: Arc<Shared>) {
     }
 }
 
-/// A hostile connection, counted; `None` (counted) if the room cannot be
-/// reached.
-fn hostile_connect(shared: &Shared, read_timeout: Duration) -> Option<TcpStream> {
+/// A hostile connection in raw framing (it sends bytes as they are),
+/// counted; `None` (counted) if the room cannot be reached.
+fn hostile_connect(shared: &Shared, read_timeout: Duration) -> Option<Conn> {
     shared
         .counts
         .hostile_connections
         .fetch_add(1, Ordering::Relaxed);
-    match connect(shared.addr, read_timeout) {
+    match connect(shared.addr, Framing::Raw, read_timeout) {
         Ok(s) => Some(s),
         Err(e) => {
             shared.fail("hostile: cannot connect", e.to_string());
@@ -748,10 +763,9 @@ fn hostile_connect(shared: &Shared, read_timeout: Duration) -> Option<TcpStream>
 }
 
 /// Read until the room closes, within [`WAIT`] plus the idle timeout.
-fn read_to_close(shared: &Shared, s: &mut TcpStream, what: &str) -> Vec<u8> {
+fn read_to_close(shared: &Shared, c: &mut Conn, what: &str) -> Vec<u8> {
     let started = Instant::now();
     let mut got = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
     loop {
         if started.elapsed() > WAIT + IDLE {
             shared.fail(
@@ -760,19 +774,15 @@ fn read_to_close(shared: &Shared, s: &mut TcpStream, what: &str) -> Vec<u8> {
             );
             return got;
         }
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => {
+        match c.recv() {
+            Ok(None) => return got,
+            Ok(Some(bytes)) => {
                 if got.len() < 1 << 20 {
-                    got.extend_from_slice(&buf[..n]);
+                    got.extend_from_slice(&bytes);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+            Err(Error::ConnectionReset(_)) => return got,
+            Err(e) if waiting(&e) => {}
             Err(e) => {
                 shared.fail("hostile: reading failed", format!("{what}: {e}"));
                 return got;
@@ -798,8 +808,8 @@ fn garbage(shared: &Shared, rng: &mut Rng) {
         })
         .collect();
     bytes.extend_from_slice(b"\n/who\n/nick\n\xc3\x28\n//x\n");
-    let _ = s.write_all(&bytes);
-    let _ = s.shutdown(Shutdown::Write);
+    let _ = s.send(&bytes);
+    let _ = s.shutdown_write();
     let got = read_to_close(shared, &mut s, "garbage");
     if refused_full(&got) {
         shared.event("hostile: refused, room full");
@@ -820,7 +830,7 @@ fn oversize(shared: &Shared, _rng: &mut Rng) {
     };
     let chunk = vec![b'y'; 16 * 1024];
     for _ in 0..(2 * MAX_LINE / chunk.len()) {
-        if s.write_all(&chunk).is_err() {
+        if s.send(&chunk).is_err() {
             break;
         }
     }
@@ -845,7 +855,6 @@ fn slowloris(shared: &Shared, _rng: &mut Rng) {
     };
     let started = Instant::now();
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
     loop {
         if started.elapsed() > IDLE + WAIT {
             shared.fail(
@@ -854,17 +863,13 @@ fn slowloris(shared: &Shared, _rng: &mut Rng) {
             );
             return;
         }
-        if s.write_all(b"s").is_err() {
+        if s.send(b"s").is_err() {
             break;
         }
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+        match s.recv() {
+            Ok(None) => break,
+            Ok(Some(bytes)) => got.extend_from_slice(&bytes),
+            Err(e) if waiting(&e) => {}
             Err(_) => break,
         }
     }
@@ -882,11 +887,15 @@ fn slowloris(shared: &Shared, _rng: &mut Rng) {
 }
 
 /// Half a line, then a reset (SO_LINGER 0).
+///
+/// Raw socket: tcpchat cannot reset a connection (its close is always
+/// graceful).
 fn reset(shared: &Shared, rng: &mut Rng) {
     shared
         .counts
         .hostile_connections
         .fetch_add(1, Ordering::Relaxed);
+    // Raw: a reset needs SO_LINGER 0; tcpchat always closes gracefully.
     let sock = match socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None) {
         Ok(s) => s,
         Err(e) => return shared.fail("hostile: no socket", e.to_string()),
@@ -906,6 +915,9 @@ fn reset(shared: &Shared, rng: &mut Rng) {
 }
 
 /// 50 connections at once, then all closed at once (half of them reset).
+///
+/// Raw sockets: half of them reset (SO_LINGER 0), and all must go at once,
+/// not one graceful close after the other.
 fn storm(shared: &Shared, _rng: &mut Rng) {
     let mut held = Vec::new();
     for i in 0..50 {
@@ -916,6 +928,7 @@ fn storm(shared: &Shared, _rng: &mut Rng) {
             .counts
             .hostile_connections
             .fetch_add(1, Ordering::Relaxed);
+        // Raw: SO_LINGER 0 for half, and no graceful close for any.
         let Ok(sock) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         else {
             continue;
@@ -937,11 +950,14 @@ fn storm(shared: &Shared, _rng: &mut Rng) {
 /// answers pile up (beyond the kernel's buffers, up to 4 MiB on loopback)
 /// until its queue is full and it is dropped, within 8 s (or it counts as
 /// not dropped).
+///
+/// Raw socket: tcpchat::connect cannot set the receive buffer (SO_RCVBUF).
 fn slow_reader(shared: &Shared, _rng: &mut Rng) {
     shared
         .counts
         .hostile_connections
         .fetch_add(1, Ordering::Relaxed);
+    // Raw: SO_RCVBUF, which tcpchat::connect cannot set.
     let Ok(sock) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None) else {
         return;
     };
@@ -976,8 +992,8 @@ fn half_close(shared: &Shared, _rng: &mut Rng) {
     let Some(mut s) = hostile_connect(shared, Duration::from_millis(200)) else {
         return;
     };
-    let _ = s.write_all(b"hello from a half-closer\n\xff\xfe\n/who\nno newline");
-    let _ = s.shutdown(Shutdown::Write);
+    let _ = s.send(b"hello from a half-closer\n\xff\xfe\n/who\nno newline");
+    let _ = s.shutdown_write();
     let got = read_to_close(shared, &mut s, "half-close");
     let text = String::from_utf8_lossy(&got);
     if refused_full(&got) {
@@ -1000,21 +1016,18 @@ fn mib(b: u64) -> String {
 
 /// Ask the room who is online, as a fresh member; the number.
 fn online(addr: SocketAddr) -> Option<usize> {
-    let mut s = connect(addr, WAIT).ok()?;
-    let welcome = read_line_raw(&mut s)?;
-    if !welcome.starts_with("* welcome") {
+    let mut c = connect(addr, Framing::Line, WAIT).ok()?;
+    let welcome = c.recv().ok()??;
+    if !welcome.starts_with(b"* welcome") {
         return None;
     }
-    s.write_all(b"/who\n").ok()?;
-    let mut r = BufReader::new(s);
+    c.send(b"/who").ok()?;
     for _ in 0..10_000 {
-        let mut line = String::new();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
+        let line = c.recv().ok()??;
+        let line = String::from_utf8_lossy(&line);
         if let Some(rest) = line.strip_prefix("* ") {
             if let Some((n, _)) = rest.split_once(" online: ") {
-                let _ = r.get_mut().write_all(b"/quit\n");
+                let _ = c.send(b"/quit");
                 return n.parse::<usize>().ok().map(|n| n - 1);
             }
         }
