@@ -9,6 +9,10 @@
 //! copy is skipped: the test `tests/header.rs` then fails if the committed
 //! header is stale, instead of the build silently fixing it.
 //!
+//! The header also gets `TCPCHAT_VERSION_MAJOR`, `_MINOR` and `_PATCH`, taken
+//! from the package version (cbindgen's `after_includes`), so they cannot
+//! drift from what `tcpchat_version()` returns.
+//!
 //! On ELF platforms the shared library gets the SONAME `libtcpchat.so.MAJOR`
 //! (`libtcpchat.so.0` for every 0.x release): programs linked against it
 //! record that name, and the dynamic loader finds whichever
@@ -32,7 +36,9 @@ fn main() {
         link_soname_in_target_dir(&out_dir, &soname);
     }
 
-    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("reading cbindgen.toml");
+    let mut config =
+        cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("reading cbindgen.toml");
+    config.after_includes = Some(version_macros());
     let generated = out_dir.join("tcpchat.h");
     match cbindgen::Builder::new()
         .with_crate(&crate_dir)
@@ -61,6 +67,27 @@ fn main() {
         fs::create_dir_all(committed.parent().unwrap()).expect("creating include/");
         fs::write(&committed, &fresh).expect("writing include/tcpchat.h");
     }
+}
+
+/// `#define TCPCHAT_VERSION_*` for the header, from Cargo's package version.
+fn version_macros() -> String {
+    let (major, minor, patch) = (
+        version_part("CARGO_PKG_VERSION_MAJOR"),
+        version_part("CARGO_PKG_VERSION_MINOR"),
+        version_part("CARGO_PKG_VERSION_PATCH"),
+    );
+    format!(
+        "\n/**\n \
+         * The version of tcpchat this header comes from (Cargo.toml's), for checks at\n \
+         * compile time such as `#if TCPCHAT_VERSION_MAJOR == {major}`. `tcpchat_version()`\n \
+         * returns the version of the library loaded at run time as the string\n \
+         * \"MAJOR.MINOR.PATCH\"; a program may compare the two. Libraries with the same\n \
+         * TCPCHAT_VERSION_MAJOR share the SONAME libtcpchat.so.{major}.\n \
+         */\n\
+         #define TCPCHAT_VERSION_MAJOR {major}\n\
+         #define TCPCHAT_VERSION_MINOR {minor}\n\
+         #define TCPCHAT_VERSION_PATCH {patch}"
+    )
 }
 
 /// One number of the package version, as cargo gives it to build scripts.

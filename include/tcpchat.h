@@ -26,6 +26,17 @@
 #include <stdint.h>
 
 /**
+ * The version of tcpchat this header comes from (Cargo.toml's), for checks at
+ * compile time such as `#if TCPCHAT_VERSION_MAJOR == 0`. `tcpchat_version()`
+ * returns the version of the library loaded at run time as the string
+ * "MAJOR.MINOR.PATCH"; a program may compare the two. Libraries with the same
+ * TCPCHAT_VERSION_MAJOR share the SONAME libtcpchat.so.0.
+ */
+#define TCPCHAT_VERSION_MAJOR 0
+#define TCPCHAT_VERSION_MINOR 1
+#define TCPCHAT_VERSION_PATCH 0
+
+/**
  * The largest length, with its terminating NUL, of an address string
  * written by `tcpchat_conn_peer_addr` and friends (`"[ipv6%scope]:port"`).
  */

@@ -8,7 +8,8 @@
 #   - the program linked with -Wl,-rpath,$PREFIX/lib runs with no
 #     LD_LIBRARY_PATH and loads the installed library; linked without an
 #     rpath, it runs with LD_LIBRARY_PATH=$PREFIX/lib;
-#   - it prints tcpchat_version(), which is Cargo.toml's version;
+#   - it prints tcpchat_version(), which is Cargo.toml's version and agrees
+#     with TCPCHAT_VERSION_MAJOR/_MINOR/_PATCH from the header;
 #   - the same against the static library with `pkg-config --static`;
 #   - DESTDIR staging, and uninstall removing everything.
 # Run by `make -C tests/c check`.
@@ -58,10 +59,19 @@ ok
 
 cat >"$prefix/hello.c" <<'C'
 #include <stdio.h>
+#include <string.h>
 #include <tcpchat.h>
 
 int main(void)
 {
+    /* The header's version (compile time) against the library's (run time). */
+    char header_version[32];
+    snprintf(header_version, sizeof header_version, "%d.%d.%d", TCPCHAT_VERSION_MAJOR,
+             TCPCHAT_VERSION_MINOR, TCPCHAT_VERSION_PATCH);
+    if (strcmp(header_version, tcpchat_version()) != 0) {
+        printf("header %s, library %s\n", header_version, tcpchat_version());
+        return 1;
+    }
     tcpchat_config *config = tcpchat_config_new();
     tcpchat_status st = tcpchat_config_set_framing(config, TCPCHAT_FRAMING_FRAME);
     tcpchat_config_free(config);
