@@ -680,12 +680,14 @@ def test_connect_runs_off_the_loop_and_a_cancelled_connect_leaks_nothing(
 ) -> None:
     release = threading.Event()
     threads: List[int] = []
+    made: List[tcpchat.Connection] = []  # kept alive: only a close can end it
     real_connect = tcpchat.connect
 
     def slow_connect(*args: Any, **kwargs: Any) -> tcpchat.Connection:
         threads.append(threading.get_ident())
         assert release.wait(WAIT)
-        return real_connect(*args, **kwargs)
+        made.append(real_connect(*args, **kwargs))
+        return made[-1]
 
     monkeypatch.setattr(aio, "_sync_connect", slow_connect)
 
@@ -707,6 +709,7 @@ def test_connect_runs_off_the_loop_and_a_cancelled_connect_leaks_nothing(
             # It was closed as soon as it came: the server sees end of stream.
             got = await asyncio.get_running_loop().run_in_executor(None, accepted.recv)
             assert got is None
+            assert made[0].closed
             accepted.close()
             ticker.stop()
 
