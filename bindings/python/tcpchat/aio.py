@@ -515,6 +515,7 @@ class Connection:
         return self
 
     async def __anext__(self) -> bytes:
+        """The next message (:meth:`recv`); StopAsyncIteration at end of stream."""
         msg = await self.recv()
         if msg is None:
             raise StopAsyncIteration
@@ -623,6 +624,7 @@ class Connection:
         return None, False
 
     async def __aenter__(self) -> "Connection":
+        """``async with conn:`` closes it on exit (see :meth:`__aexit__`)."""
         return self
 
     async def __aexit__(
@@ -807,6 +809,7 @@ class Server:
         await self.wait_closed()
 
     async def __aenter__(self) -> "Server":
+        """``async with server:`` closes it on exit (see :meth:`__aexit__`)."""
         return self
 
     async def __aexit__(
@@ -815,6 +818,9 @@ class Server:
         exc: Optional[BaseException],
         tb: "Optional[TracebackType]",
     ) -> None:
+        """:meth:`close`, then :meth:`wait_closed`; when the block is left
+        by an exception (a cancellation included), :meth:`close_clients`
+        first, so that the handlers end."""
         self.close()
         if exc is not None:
             self.close_clients()
