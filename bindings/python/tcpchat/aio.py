@@ -181,7 +181,9 @@ class Connection:
     Timeouts: ``read_timeout`` bounds each :meth:`recv` and ``write_timeout``
     each :meth:`send` (:class:`tcpchat.TimeoutError`, as in the blocking API;
     after a send timed out, an accepted message stays queued and is still
-    sent). ``asyncio.wait_for`` works as well.
+    sent). Prefer them to ``asyncio.wait_for`` around :meth:`recv`: before
+    Python 3.12, ``wait_for`` could drop a result that arrived just as it
+    timed out.
 
     Closing: :meth:`close` (or leaving ``async with``) is graceful and never
     blocks the loop; tasks still waiting on the connection get
