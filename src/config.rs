@@ -114,7 +114,9 @@ pub struct Config {
     /// [`Error::Timeout`]. Default: 30 s.
     pub write_timeout: Option<Duration>,
     /// How long the services (echo, room) keep a client that sends nothing
-    /// (or only part of a message). Default: 300 s.
+    /// (or only part of a message), and how long a chat session waits for
+    /// the peer's turn (with the read timeout, if shorter), so that a silent
+    /// client cannot hold a turn-based server for ever. Default: 300 s.
     pub idle_timeout: Option<Duration>,
     /// How long a graceful close waits for the peer to finish after our write
     /// half is shut down. Default: 2 s.

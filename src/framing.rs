@@ -696,7 +696,13 @@ mod tests {
             Status::MessageTooLarge
         );
         assert_eq!(out, b"keep");
-        encode(Framing::Raw, 2, b"a\nbc", &mut out).unwrap();
+        // Raw framing carries newlines, and obeys the same size limit.
+        encode(Framing::Raw, 4, b"a\nbc", &mut out).unwrap();
+        assert_eq!(out, b"keepa\nbc");
+        assert_eq!(
+            encode(Framing::Raw, 2, b"abc", &mut out).unwrap_err().status(),
+            Status::MessageTooLarge
+        );
         assert_eq!(out, b"keepa\nbc");
     }
 

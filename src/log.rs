@@ -5,8 +5,10 @@
 //! The C API's `tcpchat_set_log_callback` and Python's
 //! `tcpchat.set_log_handler` install one the same way.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// How important a log record is. A logger set at one level receives records
 /// of that level and every more important one.
@@ -69,8 +71,85 @@ pub fn set_logger(level: LogLevel, logger: Option<Logger>) {
 
 /// A logger that writes `tcpchat: LEVEL: message` lines to stderr, as the
 /// example programs use.
+///
+/// It never panics, never blocks and never raises SIGPIPE: a record is
+/// written only when stderr can take it at once, and dropped otherwise (a
+/// stderr pipe that nobody reads, a paused terminal, or a closed pipe, as in
+/// `program 2>&1 | head`). Dropped records are counted in
+/// [`dropped_records`]. A record longer than 4,000 bytes is cut there.
 pub fn stderr_logger() -> Logger {
-    Arc::new(|level, msg| eprintln!("tcpchat: {}: {}", level.name(), msg))
+    Arc::new(|level, msg| {
+        let mut line = format!("tcpchat: {}: {}", level.name(), msg);
+        if line.len() > MAX_RECORD {
+            let mut cut = MAX_RECORD - 4;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push_str(" ...");
+        }
+        line.push('\n');
+        if !crate::sys::write_stderr_now(line.as_bytes()) {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+/// The longest record [`stderr_logger`] writes, newline included (within one
+/// pipe buffer page: such a write never waits once the pipe has room). Not
+/// `pub`: cbindgen would put it in the C header.
+const MAX_RECORD: usize = 4000;
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many log records [`stderr_logger`] dropped because stderr could not
+/// take them at once (closed, full, or too slow).
+pub fn dropped_records() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// The library's own records are summarised per call site: at most one per
+/// [`SUMMARY_PERIOD`] from each place in the code that logs, the next one
+/// saying how many were left out. One hostile client repeating the same
+/// mistake thousands of times a second thus costs the log one line a second.
+pub const SUMMARY_PERIOD: Duration = Duration::from_secs(1);
+
+struct Site {
+    since: Instant,
+    suppressed: u64,
+}
+
+/// Whether a record from `site` may go out now; `Some(n)` with the number
+/// of records from that site left out since the last one.
+pub(crate) fn admit(site: &'static str) -> Option<u64> {
+    static SITES: Mutex<Option<HashMap<&'static str, Site>>> = Mutex::new(None);
+    let now = Instant::now();
+    let mut sites = SITES.lock().unwrap_or_else(|e| e.into_inner());
+    let map = sites.get_or_insert_with(HashMap::new);
+    match map.get_mut(site) {
+        Some(s) if now.duration_since(s.since) < SUMMARY_PERIOD => {
+            s.suppressed += 1;
+            None
+        }
+        Some(s) => {
+            let n = s.suppressed;
+            *s = Site { since: now, suppressed: 0 };
+            Some(n)
+        }
+        None => {
+            map.insert(site, Site { since: now, suppressed: 0 });
+            Some(0)
+        }
+    }
+}
+
+/// [`log`] for the library's own call sites, summarised by [`admit`].
+pub(crate) fn log_summarised(level: LogLevel, site: &'static str, msg: std::fmt::Arguments<'_>) {
+    match admit(site) {
+        None => {}
+        Some(0) => log(level, &msg.to_string()),
+        Some(n) => log(level, &format!("{msg} ({n} similar records left out)")),
+    }
 }
 
 /// Whether a record at `level` would reach a logger.
@@ -92,8 +171,23 @@ pub fn log(level: LogLevel, msg: &str) {
 macro_rules! log_at {
     ($level:expr, $($arg:tt)*) => {
         if $crate::log::enabled($level) {
-            $crate::log::log($level, &format!($($arg)*));
+            $crate::log::log_summarised($level, concat!(file!(), ":", line!()), format_args!($($arg)*));
         }
     };
 }
 pub(crate) use log_at;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_site_is_summarised_to_one_record_a_period() {
+        let started = Instant::now();
+        let admitted = (0..10_000).filter(|_| admit("test-site-a").is_some()).count();
+        let periods = started.elapsed().as_secs() as usize + 1;
+        assert!(admitted >= 1 && admitted <= periods, "{admitted} records in {periods} periods");
+        // Another site is not held back by the first.
+        assert_eq!(admit("test-site-b"), Some(0));
+    }
+}

@@ -134,6 +134,12 @@ pub fn is_end_word(framing: Framing, end_word: &[u8], msg: &[u8]) -> bool {
 /// Run one chat session on `conn` as `role` until it ends; the connection is
 /// left open (close it, or drop it, afterwards).
 ///
+/// Each wait for the peer's turn is bounded by the config's
+/// [`crate::Config::idle_timeout`] (300 s by default) or the connection's
+/// read timeout, whichever is shorter, so a silent peer cannot hold the
+/// session for ever: it fails with [`Error::Timeout`] naming the idle
+/// timeout.
+///
 /// Returns how it ended, or the first error: of the connection (timeout,
 /// reset, a peer breaking the format), or of the handler.
 pub fn run_session<H: ChatHandler + ?Sized>(
@@ -141,6 +147,25 @@ pub fn run_session<H: ChatHandler + ?Sized>(
     role: Role,
     handler: &mut H,
 ) -> Result<SessionEnd> {
+    let read_timeout = conn.read_timeout();
+    let idle = conn.config().idle_timeout;
+    let turn_timeout = match (read_timeout, idle) {
+        (Some(r), Some(i)) => Some(r.min(i)),
+        (r, i) => r.or(i),
+    };
+    conn.set_read_timeout(turn_timeout)?;
+    let r = session_loop(conn, role, handler);
+    conn.set_read_timeout(read_timeout)?;
+    match r {
+        Err(Error::Timeout { op, after }) if Some(after) == idle && Some(after) != read_timeout => Err(Error::Timeout {
+            op: format!("{op}: the peer sent nothing for the idle timeout"),
+            after,
+        }),
+        other => other,
+    }
+}
+
+fn session_loop<H: ChatHandler + ?Sized>(conn: &mut Conn, role: Role, handler: &mut H) -> Result<SessionEnd> {
     let framing = conn.framing();
     let end_word = conn.config().end_word.clone();
     let mut our_turn = role == Role::Server;

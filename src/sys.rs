@@ -302,6 +302,47 @@ pub(crate) fn wait(
     Ok(Ready::Io)
 }
 
+/// Write `line` (at most a pipe page) to stderr only if it can take it now:
+/// `false` (nothing written, or not all of it) when stderr is full, closed
+/// or broken. Never blocks, and never raises SIGPIPE: the signal is blocked
+/// in this thread around the write and a pending one is taken back.
+pub(crate) fn write_stderr_now(line: &[u8]) -> bool {
+    let mut p = libc::pollfd {
+        fd: libc::STDERR_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: p is a live local; one descriptor; no wait.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    if r != 1 || p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 || p.revents & libc::POLLOUT == 0 {
+        return false;
+    }
+    // SAFETY: sigset_t values are plain data initialised by sigemptyset and
+    // sigaddset; pthread_sigmask, write, sigpending and sigtimedwait read or
+    // write only the live locals and `line`, which outlives the calls.
+    unsafe {
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        let already_pending = {
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut pending);
+            libc::sigismember(&pending, libc::SIGPIPE) == 1
+        };
+        let n = libc::write(libc::STDERR_FILENO, line.as_ptr() as *const libc::c_void, line.len());
+        if n < 0 && !already_pending {
+            // An EPIPE left a SIGPIPE pending for this thread: take it back
+            // before unblocking, so the program never sees it.
+            let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        n >= 0 && n as usize == line.len()
+    }
+}
+
 /// `Instant::now() + t`, or `None` for no timeout (or one too far to represent).
 pub(crate) fn deadline(t: Option<Duration>) -> Option<Instant> {
     t.and_then(|t| Instant::now().checked_add(t))

@@ -341,7 +341,8 @@ fn graceful_close_delivers_everything_sent_before_it() {
     // The closing side has unread data from its peer when it closes. A plain
     // close would then send RST and destroy the 4 MiB still in flight; the
     // graceful close drains the unread bytes first, so all of it arrives.
-    let srv = server(config(Framing::Raw).with_raw_buffer_size(1));
+    // Raw sends obey the message-size limit too: raise it for 4 MiB.
+    let srv = server(config(Framing::Raw).with_raw_buffer_size(1).with_max_message_size(8 << 20));
     let mut b =
         tcpchat::connect("127.0.0.1", srv.local_addr().port(), &config(Framing::Raw)).unwrap();
     let mut a = srv.accept_timeout(LIMIT).unwrap();

@@ -396,3 +396,44 @@ fn shutdown_stops_a_session_blocked_in_recv() {
     assert_eq!(g.ends, [Err(Status::Cancelled)]);
     assert_eq!(conn.recv().unwrap(), None);
 }
+
+#[test]
+fn a_silent_client_cannot_hold_serve_chat_past_the_idle_timeout() {
+    // No read timeout at all: only the idle timeout bounds the peer's turn.
+    let cfg = config(Framing::Line)
+        .with_read_timeout(None)
+        .with_idle_timeout(Some(Duration::from_millis(300)));
+    let srv = Arc::new(server(cfg.clone()));
+    let loop_ = serve(&srv, Greeter::default(), false);
+    // The first client reads the welcome and then says nothing.
+    let mut silent = client(&srv, &cfg);
+    assert_eq!(silent.recv().unwrap().as_deref(), Some(&b"welcome #1"[..]));
+    // The server gives up on it after the idle timeout and closes it.
+    assert_eq!(silent.recv().unwrap(), None);
+    drop(silent);
+    // The next client is served.
+    let mut conn = client(&srv, &config(Framing::Line));
+    let mut c = Script::new(&["BYE"]);
+    let started = Instant::now();
+    assert_eq!(run_session(&mut conn, Role::Client, &mut c).unwrap(), SessionEnd::LocalEnd);
+    assert!(started.elapsed() < LIMIT, "the second client waited {:?}", started.elapsed());
+    conn.close().unwrap();
+    srv.shutdown_handle().shutdown();
+    let (r, g) = loop_.join().unwrap();
+    r.unwrap();
+    assert_eq!(g.ends, [Err(Status::Timeout), Ok(SessionEnd::PeerEnd)]);
+}
+
+#[test]
+fn the_idle_timeout_bounds_each_turn_and_the_read_timeout_is_restored() {
+    let cfg = config(Framing::Frame)
+        .with_read_timeout(None)
+        .with_idle_timeout(Some(Duration::from_millis(200)))
+        .with_close_timeout(Duration::from_millis(100));
+    let (mut accepted, _conn) = pair(cfg);
+    let mut s = Script::new(&["hello"]);
+    let err = run_session(&mut accepted, Role::Client, &mut s).unwrap_err();
+    assert_eq!(err.status(), Status::Timeout);
+    assert!(err.to_string().contains("idle timeout"), "{err}");
+    assert_eq!(accepted.read_timeout(), None);
+}
