@@ -108,7 +108,8 @@ pub fn dropped_records() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
-/// The library's own records are summarised per call site: at most one per
+/// The library's own records (error, warn and info) are summarised per call
+/// site: at most one per
 /// [`SUMMARY_PERIOD`] from each place in the code that logs, the next one
 /// saying how many were left out. One hostile client repeating the same
 /// mistake thousands of times a second thus costs the log one line a second.
@@ -143,8 +144,12 @@ pub(crate) fn admit(site: &'static str) -> Option<u64> {
     }
 }
 
-/// [`log`] for the library's own call sites, summarised by [`admit`].
+/// [`log`] for the library's own call sites, summarised by [`admit`]
+/// (except [`LogLevel::Debug`] records: asked for to see everything).
 pub(crate) fn log_summarised(level: LogLevel, site: &'static str, msg: std::fmt::Arguments<'_>) {
+    if level == LogLevel::Debug {
+        return log(level, &msg.to_string());
+    }
     match admit(site) {
         None => {}
         Some(0) => log(level, &msg.to_string()),
