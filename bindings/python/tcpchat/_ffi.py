@@ -240,6 +240,12 @@ class tcpchat_room_stats(Structure):
 # Constants (#define in the header; the status enum's values)
 # ----------------------------------------------------------------------------
 
+# The version of the header this module mirrors (tcpchat_version() gives the
+# loaded library's).
+TCPCHAT_VERSION_MAJOR = 0
+TCPCHAT_VERSION_MINOR = 1
+TCPCHAT_VERSION_PATCH = 0
+
 TCPCHAT_ADDR_MAX = 64
 
 TCPCHAT_STATUS_OK = 0
