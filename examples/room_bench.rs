@@ -1,7 +1,10 @@
 //! Benchmark of the chat room: memory per idle client, fan-out latency and
 //! throughput, measured against the `chat_room` example running as a child
-//! process (so its resident memory is its own), with every client opened
-//! from this one process over non-blocking sockets (`mio`).
+//! process (so its resident memory is its own). Every client is a tcpchat
+//! connection (`tcpchat::connect`, line framing) used without blocking from
+//! one event loop: each connection's `Conn::poll_fd` is registered with
+//! `mio` (`mio::unix::SourceFd`), and `try_recv_into`, `queue` and
+//! `try_flush` do the rest, as a program with its own event loop would.
 //!
 //!     cargo build --release --examples
 //!     target/release/examples/room_bench            # 10,000 idle clients; 1,000 talking
@@ -11,15 +14,30 @@
 //! 1. the room's resident memory (`VmRSS` of the child) before and after
 //!    `--clients` clients have joined and gone quiet (every join notice
 //!    read), hence the memory per idle client; then the time a shutdown takes
-//!    to close them all (each gets the closing line, then end of stream);
-//! 2. with `--talkers` clients in a fresh room, the delivery latency of a
-//!    line from one client to all the others (`--lines` lines, one at a
-//!    time, after `--lines / 2` unmeasured warm-up lines), p50, p99 and max:
-//!    from the sender's write to the kernel's receive timestamp of the line
-//!    on each receiver's socket (`SO_TIMESTAMPNS`), and, for comparison, to
-//!    the moment epoll told this process the socket was readable;
+//!    to close them all (each gets the closing line, then end of stream).
+//!    A tcpchat connection with its poll descriptor costs 4 file descriptors
+//!    (the socket, the cancel eventfd, the epoll set and its eventfd), so the
+//!    idle clients are spread over as many worker processes (this program
+//!    again, `--swarm-worker`) as the open-files limit needs: 3 for 10,000
+//!    under a limit of 20,000;
+//! 2. with `--talkers` clients in a fresh room, all in this process, the
+//!    delivery latency of a line from one client to all the others
+//!    (`--lines` lines, one at a time, after `--lines / 2` unmeasured warm-up
+//!    lines), p50, p99 and max: from the sender's write to the kernel's
+//!    receive timestamp of the line on each receiver's socket
+//!    (`SO_TIMESTAMPNS`), and, for comparison, to the moment epoll told this
+//!    process the connection was readable;
 //! 3. lines delivered per second when every one of those clients sends
 //!    `--burst` lines at once.
+//!
+//! The kernel timestamp is the one raw-socket part: tcpchat reads every
+//! byte, but a `Conn` does not expose its socket, so for the latency run the
+//! benchmark finds each connection's socket by its address in
+//! `/proc/self/fd`, turns `SO_TIMESTAMPNS` on, and, when a connection becomes
+//! readable, peeks at one byte (`recvmsg` with `MSG_PEEK`) for the
+//! timestamp before the library reads the line. Without it only the second
+//! latency (which adds this process's own delay in reading 999 connections
+//! on the same two cores as the room) could be measured.
 //!
 //! Every message is checked: each receiver gets each line exactly once, in
 //! order per sender, and nobody is dropped. Any failure exits 1.
@@ -27,15 +45,16 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::process::{exit, Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use tcpchat::{Config, Conn, Error};
 
 const USAGE: &str =
     "usage: room_bench [--quick] [--clients N] [--talkers N] [--lines N] [--burst N] [--room PATH]
@@ -50,6 +69,11 @@ const USAGE: &str =
 const CONNECT_WINDOW: usize = 100;
 /// The longest any phase may wait for something before failing.
 const PATIENCE: Duration = Duration::from_secs(120);
+/// File descriptors one client costs: its socket and cancel eventfd, and
+/// its poll descriptor (an epoll set and an eventfd).
+const FDS_PER_CLIENT: u64 = 4;
+/// File descriptors a process needs besides its clients'.
+const FDS_SPARE: u64 = 64;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -62,12 +86,15 @@ struct Opts {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--swarm-worker") {
+        worker_main();
+    }
     let opts = parse_opts();
     let limit = raise_fd_limit();
-    if opts.clients + 64 > limit as usize {
+    if opts.talkers as u64 * FDS_PER_CLIENT + FDS_SPARE > limit {
         fail(format!(
-            "open files are limited to {limit}: too few for {} clients",
-            opts.clients
+            "open files are limited to {limit}: too few for {} talkers ({FDS_PER_CLIENT} each)",
+            opts.talkers
         ));
     }
     eprintln!(
@@ -79,8 +106,7 @@ fn main() {
     // The latency first, on a machine not yet busy tearing down the
     // thousands of connections of the memory phase.
     let talk = talk_phase(&opts).unwrap_or_else(|e| fail(format!("talkers: {e}")));
-    let idle = idle_phase(&opts).unwrap_or_else(|e| fail(format!("idle clients: {e}")));
-
+    let idle = idle_phase(&opts, limit).unwrap_or_else(|e| fail(format!("idle clients: {e}")));
     let per_client = (idle.rss_after_kib.saturating_sub(idle.rss_before_kib)) as f64 * 1024.0
         / opts.clients as f64;
     println!("| measure | value |");
@@ -316,21 +342,28 @@ impl Drop for RoomProc {
 
 struct Client {
     /// `None` once closed (after the room's end of stream).
-    stream: Option<TcpStream>,
-    partial: Vec<u8>,
+    conn: Option<Conn>,
+    /// The connection's poll descriptor, registered with the swarm's poll.
+    poll_fd: RawFd,
+    /// The socket under `conn`, once found, for its kernel receive
+    /// timestamps (see [`Swarm::enable_timestamps`]).
+    socket: Option<RawFd>,
 }
 
 /// What [`Swarm::pump`] calls for each line read (`None`: end of stream).
 type LineHandler<'a> = dyn FnMut(usize, Option<&[u8]>, Stamp) -> Result<()> + 'a;
 
-/// Many clients driven by one poll.
+/// Many tcpchat clients driven by one poll.
 struct Swarm {
     poll: Poll,
     events: Events,
     clients: Vec<Client>,
     rbuf: Vec<u8>,
     addr: SocketAddr,
+    config: Config,
     open: usize,
+    /// Read each line's kernel receive timestamp (the fan-out only).
+    stamps: bool,
 }
 
 impl Swarm {
@@ -341,49 +374,61 @@ impl Swarm {
             clients: Vec::new(),
             rbuf: vec![0; 64 * 1024],
             addr,
+            // Line framing, TCP_NODELAY (the defaults); a close that finds
+            // the room still open (only on a failure) waits little.
+            config: Config::default().with_close_timeout(Duration::from_millis(200)),
             open: 0,
+            stamps: false,
         })
     }
 
-    /// Start connecting one more client.
+    /// Connect one more client (the handshake only; its welcome comes
+    /// through [`Swarm::pump`]) and register its poll descriptor.
     fn connect(&mut self) -> Result<()> {
-        let mut stream = TcpStream::connect(self.addr).map_err(|e| format!("connecting: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        enable_timestamps(&stream)?;
+        let host = self.addr.ip().to_string();
+        let mut conn = tcpchat::connect(&host, self.addr.port(), &self.config)
+            .map_err(|e| format!("connecting: {e}"))?;
+        let poll_fd = conn
+            .poll_fd()
+            .map_err(|e| format!("the poll descriptor: {e}"))?;
         self.poll
             .registry()
-            .register(&mut stream, Token(self.clients.len()), Interest::READABLE)
+            .register(
+                &mut SourceFd(&poll_fd),
+                Token(self.clients.len()),
+                Interest::READABLE,
+            )
             .map_err(|e| format!("registering a client: {e}"))?;
         self.clients.push(Client {
-            stream: Some(stream),
-            partial: Vec::new(),
+            conn: Some(conn),
+            poll_fd,
+            socket: None,
         });
         self.open += 1;
         Ok(())
     }
 
-    /// Write all of `bytes` (small: the socket buffer takes it at once).
-    fn send(&mut self, idx: usize, bytes: &[u8]) -> Result<()> {
-        let stream = self.clients[idx]
-            .stream
+    /// Send `lines` with one write as far as the socket takes them now; the
+    /// rest stays queued and goes when the connection is next readable
+    /// (its poll descriptor is also readable while queued output can move).
+    fn send(&mut self, idx: usize, lines: &[&[u8]]) -> Result<()> {
+        let conn = self.clients[idx]
+            .conn
             .as_mut()
             .ok_or("sending on a closed client")?;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match stream.write(rest) {
-                Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::yield_now();
-                }
-                Err(e) => return Err(format!("client {idx}: writing: {e}")),
-            }
+        for line in lines {
+            conn.queue(line)
+                .map_err(|e| format!("client {idx}: queueing: {e}"))?;
         }
-        Ok(())
+        match conn.try_flush() {
+            Ok(()) | Err(Error::WouldBlock(_)) => Ok(()),
+            Err(e) => Err(format!("client {idx}: sending: {e}")),
+        }
     }
 
-    /// Wait for events (at most `timeout`) and hand every complete line read
-    /// to `on_line(client, line, stamp)`; a client whose stream ends is
-    /// closed and reported with `on_line(client, None, ..)`.
+    /// Wait for events (at most `timeout`) and hand every complete line
+    /// received to `on_line(client, line, stamp)`; a client whose stream
+    /// ends is closed and reported with `on_line(client, None, ..)`.
     fn pump(&mut self, timeout: Duration, on_line: &mut LineHandler<'_>) -> Result<()> {
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
@@ -391,72 +436,85 @@ impl Swarm {
             Err(e) => return Err(format!("poll: {e}")),
         }
         let woke = now_ns();
-        for event in self.events.iter() {
+        let Swarm {
+            poll,
+            events,
+            clients,
+            rbuf,
+            open,
+            stamps,
+            ..
+        } = self;
+        for event in events.iter() {
             let idx = event.token().0;
-            let client = &mut self.clients[idx];
-            // Edge-triggered: read until the socket is drained. A short read
-            // drains a stream socket (epoll(7)), and data arriving after it
-            // raises a new event; only an end of stream already seen
-            // (`is_read_closed`) must be read to the 0.
-            let hup = event.is_read_closed() || event.is_error();
-            while let Some(stream) = client.stream.as_mut() {
-                match recv_stamped(stream, &mut self.rbuf) {
-                    Ok((0, _)) => {
-                        client.stream = None;
-                        self.open -= 1;
-                        on_line(
-                            idx,
-                            None,
-                            Stamp {
-                                woke,
-                                arrived: None,
-                            },
-                        )?;
+            let client = &mut clients[idx];
+            let Some(conn) = client.conn.as_mut() else {
+                continue;
+            };
+            if conn.queued() > 0 {
+                match conn.try_flush() {
+                    Ok(()) | Err(Error::WouldBlock(_)) => {}
+                    Err(e) => return Err(format!("client {idx}: sending: {e}")),
+                }
+            }
+            let arrived = match (*stamps, client.socket) {
+                (true, Some(fd)) => peek_stamp(fd),
+                _ => None,
+            };
+            let stamp = Stamp { woke, arrived };
+            // The registration is edge-triggered: take everything until
+            // the connection would block.
+            loop {
+                match conn.try_recv_into(rbuf) {
+                    Ok(Some(n)) => on_line(idx, Some(&rbuf[..n]), stamp)?,
+                    Ok(None) => {
+                        poll.registry()
+                            .deregister(&mut SourceFd(&client.poll_fd))
+                            .map_err(|e| format!("client {idx}: deregistering: {e}"))?;
+                        // End of stream seen: dropping it closes at once.
+                        client.conn = None;
+                        *open -= 1;
+                        on_line(idx, None, stamp)?;
                         break;
                     }
-                    Ok((n, arrived)) => {
-                        let stamp = Stamp { woke, arrived };
-                        let mut data = &self.rbuf[..n];
-                        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
-                            if client.partial.is_empty() {
-                                on_line(idx, Some(&data[..nl]), stamp)?;
-                            } else {
-                                client.partial.extend_from_slice(&data[..nl]);
-                                let line = std::mem::take(&mut client.partial);
-                                on_line(idx, Some(&line), stamp)?;
-                            }
-                            data = &data[nl + 1..];
-                        }
-                        client.partial.extend_from_slice(data);
-                        if n < self.rbuf.len() && !hup {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(format!("client {idx}: reading: {e}")),
+                    Err(Error::WouldBlock(_)) => break,
+                    Err(e) => return Err(format!("client {idx}: receiving: {e}")),
                 }
             }
         }
         Ok(())
     }
 
-    /// Open `n` clients and read until each has its welcome line and every
-    /// join notice of those after it: the room is then quiet.
-    fn join_all(&mut self, n: usize) -> Result<()> {
-        let expected = (n + n * (n - 1) / 2) as u64;
+    /// Open `n` clients (at most `window` of them not yet welcomed at a
+    /// time) and read until each has its welcome line and the join notice
+    /// of every client after it among the `total` that join the room (this
+    /// swarm's and, for a worker, the other workers'): the room is then
+    /// quiet. The room names guests in the order they join, so `guestK`
+    /// expects `total - K` join notices. Returns the lines read.
+    fn join_all(&mut self, n: usize, total: usize, window: usize) -> Result<u64> {
+        let mut expected = n as u64;
         let mut lines = 0u64;
         let mut welcomed = 0usize;
         let mut last_progress = Instant::now();
         while welcomed < n || lines < expected {
-            while self.clients.len() < n && self.clients.len() - welcomed < CONNECT_WINDOW {
+            while self.clients.len() < n && self.clients.len() - welcomed < window {
                 self.connect()?;
             }
             let before = lines;
             self.pump(Duration::from_millis(200), &mut |idx, line, _| {
                 let line = line.ok_or_else(|| format!("client {idx} was closed while joining"))?;
                 lines += 1;
-                if line.starts_with(b"* welcome") {
+                if let Some(rest) = line.strip_prefix(b"* welcome, you are guest") {
+                    let k: usize = rest
+                        .split(|&b| b == b' ')
+                        .next()
+                        .and_then(|d| std::str::from_utf8(d).ok())
+                        .and_then(|d| d.parse().ok())
+                        .filter(|&k| (1..=total).contains(&k))
+                        .ok_or_else(|| {
+                            format!("client {idx}: welcome {:?}", String::from_utf8_lossy(line))
+                        })?;
+                    expected += (total - k) as u64;
                     welcomed += 1;
                 } else if !line.ends_with(b" joined") {
                     return Err(format!(
@@ -477,7 +535,7 @@ impl Swarm {
         if lines != expected {
             return Err(format!("{lines} lines while joining, expected {expected}"));
         }
-        Ok(())
+        Ok(lines)
     }
 
     /// Read until every client's stream has ended; each must have got the
@@ -514,6 +572,182 @@ impl Swarm {
         }
         Ok(())
     }
+
+    /// Find the socket under each client's connection and ask the kernel to
+    /// timestamp what it receives (`SO_TIMESTAMPNS`); from now on
+    /// [`Swarm::pump`] reads each line's timestamp.
+    ///
+    /// Raw: a `Conn` does not expose its socket, so each is found among
+    /// this process's descriptors by its local address, which is unique to
+    /// one client; only the timestamp is ever read from it (a peek), the
+    /// library reads every byte.
+    fn enable_timestamps(&mut self) -> Result<()> {
+        let room_port = self.addr.port();
+        let mut by_port: HashMap<u16, usize> = HashMap::new();
+        for (idx, c) in self.clients.iter().enumerate() {
+            if let Some(conn) = &c.conn {
+                by_port.insert(conn.local_addr().port(), idx);
+            }
+        }
+        let dir = std::fs::read_dir("/proc/self/fd").map_err(|e| format!("/proc/self/fd: {e}"))?;
+        let fds: Vec<RawFd> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        let mut found = 0;
+        for fd in fds {
+            let (Some(local), Some(peer)) = (sock_port(fd, false), sock_port(fd, true)) else {
+                continue;
+            };
+            if peer != room_port {
+                continue;
+            }
+            if let Some(&idx) = by_port.get(&local) {
+                set_timestamps(fd)?;
+                self.clients[idx].socket = Some(fd);
+                found += 1;
+            }
+        }
+        if found != by_port.len() {
+            return Err(format!(
+                "found the sockets of {found} of {} clients",
+                by_port.len()
+            ));
+        }
+        self.stamps = true;
+        Ok(())
+    }
+}
+
+// ----- the idle clients' worker processes -----
+
+/// `room_bench --swarm-worker ADDR COUNT TOTAL WINDOW`: join COUNT clients
+/// (at most WINDOW connecting at a time) to the room at ADDR, which TOTAL
+/// clients join in all; print `joined LINES` once the room is quiet, then,
+/// after the room's shutdown, `closed COUNT` once every client has its
+/// closing line and end of stream.
+fn worker_main() -> ! {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let bad = || -> ! {
+        eprintln!("room_bench --swarm-worker ADDR COUNT TOTAL WINDOW: bad arguments {args:?}");
+        exit(2)
+    };
+    if args.len() != 4 {
+        bad();
+    }
+    let addr: SocketAddr = args[0].parse().unwrap_or_else(|_| bad());
+    let nums: Vec<usize> = args[1..]
+        .iter()
+        .map(|a| a.parse().unwrap_or_else(|_| bad()))
+        .collect();
+    let (count, total, window) = (nums[0], nums[1], nums[2].max(1));
+    raise_fd_limit();
+    let run = || -> Result<()> {
+        let mut swarm = Swarm::new(addr)?;
+        let lines = swarm.join_all(count, total, window)?;
+        println!("joined {lines}");
+        io::stdout().flush().map_err(|e| e.to_string())?;
+        swarm.until_all_closed()?;
+        println!("closed {count}");
+        io::stdout().flush().map_err(|e| e.to_string())
+    };
+    match run() {
+        Ok(()) => exit(0),
+        Err(e) => {
+            eprintln!("room_bench worker: FAILED: {e}");
+            exit(1)
+        }
+    }
+}
+
+/// The idle clients' worker processes, and what they say.
+struct Workers {
+    children: Vec<Child>,
+    said: mpsc::Receiver<(usize, Option<String>)>,
+}
+
+impl Workers {
+    /// Spread `total` clients over as few workers as the open-files limit
+    /// allows.
+    fn spawn(addr: SocketAddr, total: usize, limit: u64) -> Result<Workers> {
+        let per_worker = ((limit.saturating_sub(FDS_SPARE)) / FDS_PER_CLIENT).max(1) as usize;
+        let n = total.div_ceil(per_worker);
+        let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
+        let (tx, said) = mpsc::channel();
+        let mut children = Vec::new();
+        for w in 0..n {
+            let count = total / n + usize::from(w < total % n);
+            let mut child = Command::new(&exe)
+                .args(["--swarm-worker", &addr.to_string()])
+                .args([count, total, CONNECT_WINDOW / n].map(|v| v.to_string()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("starting a worker: {e}"))?;
+            let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in out.lines() {
+                    let Ok(line) = line else { break };
+                    let _ = tx.send((w, Some(line)));
+                }
+                let _ = tx.send((w, None));
+            });
+            children.push(child);
+        }
+        eprintln!("room_bench: {total} idle clients in {n} worker process(es)");
+        Ok(Workers { children, said })
+    }
+
+    /// Wait until every worker has said `word N`; the sum of the Ns.
+    fn all_say(&mut self, word: &str) -> Result<u64> {
+        let mut sum = 0;
+        let mut said = vec![false; self.children.len()];
+        while said.contains(&false) {
+            match self.said.recv_timeout(PATIENCE) {
+                Ok((w, Some(line))) => {
+                    let n = line
+                        .strip_prefix(word)
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .ok_or_else(|| format!("worker {w} said {line:?}, not {word} N"))?;
+                    sum += n;
+                    said[w] = true;
+                }
+                // The end of a worker that has said it all.
+                Ok((w, None)) if said[w] => {}
+                Ok((w, None)) => {
+                    let status = self.children[w].wait().map_err(|e| e.to_string())?;
+                    return Err(format!(
+                        "worker {w} ended ({status}) before `{word}` (see above)"
+                    ));
+                }
+                Err(_) => return Err(format!("a worker never said `{word}`")),
+            }
+        }
+        Ok(sum)
+    }
+
+    fn wait(mut self) -> Result<()> {
+        for (w, c) in self.children.iter_mut().enumerate() {
+            let status = c
+                .wait()
+                .map_err(|e| format!("waiting for worker {w}: {e}"))?;
+            if !status.success() {
+                return Err(format!("worker {w} exited with {status}"));
+            }
+        }
+        self.children.clear();
+        Ok(())
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 // ----- the phases -----
@@ -526,13 +760,18 @@ struct IdleFigures {
     shutdown_time: Duration,
 }
 
-fn idle_phase(opts: &Opts) -> Result<IdleFigures> {
-    let mut room = RoomProc::spawn(&opts.room, opts.clients + 16)?;
+fn idle_phase(opts: &Opts, limit: u64) -> Result<IdleFigures> {
+    let n = opts.clients;
+    let mut room = RoomProc::spawn(&opts.room, n + 16)?;
     let (rss_before_kib, _) = room.memory_kib()?;
-    let mut swarm = Swarm::new(room.addr)?;
     let started = Instant::now();
-    swarm.join_all(opts.clients)?;
+    let mut workers = Workers::spawn(room.addr, n, limit)?;
+    let lines = workers.all_say("joined")?;
     let join_time = started.elapsed();
+    let expected = (n + n * (n - 1) / 2) as u64;
+    if lines != expected {
+        return Err(format!("{lines} lines while joining, expected {expected}"));
+    }
     let (rss_after_kib, hwm_kib) = room.memory_kib()?;
     eprintln!(
         "room_bench: {} clients joined in {:.2} s; room RSS {} -> {} KiB",
@@ -543,9 +782,13 @@ fn idle_phase(opts: &Opts) -> Result<IdleFigures> {
     );
     let started = Instant::now();
     room.terminate();
-    swarm.until_all_closed()?;
+    let closed = workers.all_say("closed")?;
     room.wait()?;
     let shutdown_time = started.elapsed();
+    workers.wait()?;
+    if closed != n as u64 {
+        return Err(format!("{closed} of {n} clients closed"));
+    }
     room.check_quiet()?;
     Ok(IdleFigures {
         rss_before_kib,
@@ -586,21 +829,32 @@ impl Latency {
 /// Client 0 sends `warmup` lines, then `lines` measured ones, one at a
 /// time, each carrying its send time; the next goes once every other client
 /// has the previous one. The warm-up lines (not measured) let the kernel's
-/// TCP state (timers, round-trip estimates) settle after the joins.
+/// TCP state (timers, round-trip estimates) settle after the joins; the
+/// warm-up also lasts until a line arrives timestamped at every receiver (the
+/// kernel turns its receive timestamps on a little after it is first asked,
+/// from a work queue: within milliseconds).
 ///
 /// Each delivery is timed twice: when the line arrived in the receiver's
 /// socket (the kernel's receive timestamp), and when epoll told this process
 /// it was there. The second adds this process's own delay: one thread
-/// reading 999 sockets, on the same two cores as the room.
+/// reading 999 connections, on the same two cores as the room.
 fn fan_out(swarm: &mut Swarm, warmup: usize, lines: usize) -> Result<(Latency, Latency)> {
     let n = swarm.clients.len();
     let mut arrived: Vec<f64> = Vec::with_capacity(lines * (n - 1));
     let mut seen: Vec<f64> = Vec::with_capacity(lines * (n - 1));
     let mut sender_name: Option<Vec<u8>> = None;
-    for k in 0..warmup + lines {
+    // The first measured line, once known.
+    let mut first: Option<usize> = None;
+    let mut k = 0usize;
+    while first.map_or(true, |f| k < f + lines) {
+        if k > warmup + 100_000 {
+            return Err("the kernel never timestamped a line at every receiver".into());
+        }
+        let measured = first.is_some();
         let sent_ns = now_ns();
-        swarm.send(0, format!("{k} {sent_ns}\n").as_bytes())?;
+        swarm.send(0, &[format!("{k} {sent_ns}").as_bytes()])?;
         let mut got = 0usize;
+        let mut stamped = 0usize;
         let waited = Instant::now();
         while got < n - 1 {
             if waited.elapsed() > PATIENCE {
@@ -622,16 +876,24 @@ fn fan_out(swarm: &mut Swarm, warmup: usize, lines: usize) -> Result<(Latency, L
                     return Err(format!("client {idx} got line {seq} while waiting for {k}"));
                 }
                 got += 1;
-                if k >= warmup {
-                    let at = stamp
-                        .arrived
-                        .ok_or("no receive timestamp from the kernel")?;
+                stamped += usize::from(stamp.arrived.is_some());
+                if measured {
+                    let at = stamp.arrived.ok_or_else(|| {
+                        format!("client {idx}: no receive timestamp from the kernel for line {k}")
+                    })?;
                     arrived.push(at.saturating_sub(sent) as f64 / 1e9);
                     seen.push(stamp.woke.saturating_sub(sent) as f64 / 1e9);
                 }
                 Ok(())
             })?;
         }
+        k += 1;
+        if first.is_none() && k >= warmup && stamped == n - 1 {
+            first = Some(k);
+        }
+    }
+    if let Some(f) = first.filter(|&f| f > warmup) {
+        eprintln!("room_bench: {f} warm-up lines (until the kernel timestamped them)");
     }
     Ok((Latency::of(&mut arrived), Latency::of(&mut seen)))
 }
@@ -640,8 +902,12 @@ fn talk_phase(opts: &Opts) -> Result<TalkFigures> {
     let n = opts.talkers;
     let mut room = RoomProc::spawn(&opts.room, n + 16)?;
     let mut swarm = Swarm::new(room.addr)?;
-    swarm.join_all(n)?;
+    swarm.join_all(n, n, CONNECT_WINDOW)?;
+    swarm.enable_timestamps()?;
     let (arrival, seen) = fan_out(&mut swarm, opts.lines / 2, opts.lines)?;
+    // No timestamps for the throughput run: its figure is the room's and
+    // this process's work, without the peeks.
+    swarm.stamps = false;
     eprintln!(
         "room_bench: fan-out to {}: p50 {:.3} ms, p99 {:.3} ms at arrival; p50 {:.3} ms, p99 {:.3} ms as read",
         n - 1,
@@ -659,12 +925,10 @@ fn talk_phase(opts: &Opts) -> Result<TalkFigures> {
     let mut received = vec![0u64; n];
     let mut delivered = 0u64;
     let started = Instant::now();
+    let batch: Vec<String> = (0..opts.burst).map(|k| k.to_string()).collect();
+    let batch: Vec<&[u8]> = batch.iter().map(|l| l.as_bytes()).collect();
     for i in 0..n {
-        let mut batch = String::new();
-        for k in 0..opts.burst {
-            batch.push_str(&format!("{k}\n"));
-        }
-        swarm.send(i, batch.as_bytes())?;
+        swarm.send(i, &batch)?;
     }
     let mut last_progress = Instant::now();
     while delivered < delivered_target {
@@ -758,13 +1022,38 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+// ----- the kernel receive timestamps (the one raw-socket part) -----
+
+/// The port of a socket's local (or, `peer`, remote) IPv4 address; `None`
+/// for anything else.
+fn sock_port(fd: RawFd, peer: bool) -> Option<u16> {
+    // SAFETY: sockaddr_storage is plain data; get{sock,peer}name write at
+    // most `len` bytes into it and set `len`; a descriptor that is not a
+    // socket only makes the call fail.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let p = &mut addr as *mut libc::sockaddr_storage as *mut libc::sockaddr;
+        let r = if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        };
+        if r != 0 || addr.ss_family != libc::AF_INET as libc::sa_family_t {
+            return None;
+        }
+        let v4 = &*(p as *const libc::sockaddr_in);
+        Some(u16::from_be(v4.sin_port))
+    }
+}
+
 /// Ask the kernel to timestamp what this socket receives (`SO_TIMESTAMPNS`).
-fn enable_timestamps(stream: &TcpStream) -> Result<()> {
+fn set_timestamps(fd: RawFd) -> Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local.
     let r = unsafe {
         libc::setsockopt(
-            stream.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_TIMESTAMPNS,
             &on as *const libc::c_int as *const libc::c_void,
@@ -777,26 +1066,27 @@ fn enable_timestamps(stream: &TcpStream) -> Result<()> {
     Ok(())
 }
 
-/// `recvmsg`: the bytes read, and the kernel's receive timestamp of the
-/// (last) data read.
-fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+/// The kernel's receive timestamp of the first byte waiting in the socket,
+/// read without taking it (`recvmsg` of one byte with `MSG_PEEK`); `None`
+/// when nothing is waiting.
+fn peek_stamp(fd: RawFd) -> Option<u64> {
+    let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
+        iov_base: byte.as_mut_ptr() as *mut libc::c_void,
+        iov_len: 1,
     };
     let mut control = [0u64; 16];
     // SAFETY: msghdr is plain data; every pointer in it points at a live
-    // local (iov, control) or the caller's buffer, with its true length, and
-    // the control messages are read only within what the kernel wrote.
+    // local (iov, byte, control) with its true length, and the control
+    // messages are read only within what the kernel wrote.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let n = libc::recvmsg(stream.as_raw_fd(), &mut msg, 0);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        if libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) <= 0 {
+            return None;
         }
         let mut stamp = None;
         let mut c = libc::CMSG_FIRSTHDR(&msg);
@@ -807,6 +1097,6 @@ fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
-        Ok((n as usize, stamp))
+        stamp
     }
 }
