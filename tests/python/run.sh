@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The Python binding's checks, in one command:
-#   1. a venv at target/pyvenv (created if absent) with pytest, pytest-timeout
-#      and mypy from PyPI, and the package installed editable
-#      (pip install -e bindings/python);
-#   2. a plain (non-editable) install into a throwaway venv, imported from
-#      outside the repository (proves the wheel path);
+#   1. a venv at target/pyvenv (created if absent) with pytest, pytest-timeout,
+#      mypy and setuptools from PyPI, and the package installed editable
+#      (pip install -e bindings/python), which loads target/release's library;
+#   2. the wheel (tests/python/wheel_test.sh): `pip wheel ./bindings/python`
+#      builds it with the library inside, and installed into a throwaway venv
+#      in a temporary directory it runs an echo round trip and a room session
+#      with no TCPCHAT_LIB;
 #   3. mypy --strict on the package and the examples;
 #   4. pytest on tests/python.
 #
@@ -56,31 +58,15 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/nu
 fi
 PY="$VENV/bin/python"
 
-say "installing pytest, pytest-timeout, mypy and the package (editable) into $VENV"
-"$PY" -m pip install -q pytest pytest-timeout mypy
-"$PY" -m pip install -q -e bindings/python
-(cd /tmp && "$PY" -c 'import tcpchat, os; p = os.path.realpath(tcpchat.__file__); assert p.startswith(os.path.realpath("'"$REPO"'/bindings/python")), p')
+say "installing pytest, pytest-timeout, mypy, setuptools and the package (editable) into $VENV"
+# setuptools here lets the package builds below run without build isolation,
+# so that they download nothing after the first run.
+"$PY" -m pip install -q pytest pytest-timeout mypy "setuptools>=77"
+"$PY" -m pip install -q --no-build-isolation -e bindings/python
+(cd /tmp && env -u TCPCHAT_LIB "$PY" -c 'import tcpchat, os; p = os.path.realpath(tcpchat.__file__); assert p.startswith(os.path.realpath("'"$REPO"'/bindings/python")), p; assert tcpchat.library_path() == "'"$LIB"'", tcpchat.library_path()')
 
-say "plain install (pip install bindings/python) into a throwaway venv"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-make_venv "$tmp/venv"
-# A copy of the source: a non-editable build must not write into the tree.
-cp -r bindings/python "$tmp/src"
-rm -rf "$tmp/src/build" "$tmp/src"/*.egg-info
-"$tmp/venv/bin/python" -m pip install -q "$tmp/src"
-(cd "$tmp" && TCPCHAT_LIB=$LIB "$tmp/venv/bin/python" - <<'PY'
-import os, tcpchat
-assert "site-packages" in tcpchat.__file__, tcpchat.__file__
-assert os.path.exists(os.path.join(os.path.dirname(tcpchat.__file__), "py.typed"))
-with tcpchat.Server() as srv, tcpchat.connect("127.0.0.1", srv.port, close_timeout=0) as c:
-    with srv.accept() as a:
-        c.send("installed")
-        assert a.recv() == b"installed"
-        c.shutdown_write()
-print("installed package works:", tcpchat.__file__, "->", tcpchat.library_path())
-PY
-)
+say "the wheel: pip wheel ./bindings/python, installed into a throwaway venv"
+PY="$PY" PYTHON="$PYTHON" bash tests/python/wheel_test.sh
 
 say "mypy --strict (package and examples)"
 "$PY" -m mypy --strict --cache-dir target/mypy_cache bindings/python/tcpchat

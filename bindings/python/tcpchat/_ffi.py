@@ -50,26 +50,60 @@ def _file_name() -> str:
     return "libtcpchat.so"
 
 
+def _checkout_root(package_dir: str) -> Optional[str]:
+    """The tcpchat repository root when this package is its
+    ``bindings/python/tcpchat`` (an editable install, or run from a clone);
+    None for an installed copy (site-packages), where the repository's
+    build directories mean nothing."""
+    root = os.path.normpath(os.path.join(package_dir, "..", "..", ".."))
+    layout = os.path.join(root, "bindings", "python", "tcpchat")
+    if not os.path.isfile(os.path.join(root, "Cargo.toml")):
+        return None
+    if os.path.normcase(os.path.realpath(layout)) != os.path.normcase(os.path.realpath(package_dir)):
+        return None
+    return root
+
+
 def _candidates() -> List[Tuple[str, str]]:
-    """(where, path) pairs in the order they are tried, after TCPCHAT_LIB."""
+    """(where, path) pairs in the order they are tried, after TCPCHAT_LIB:
+    the copy inside the package (what a wheel ships), then, in a
+    repository checkout only, its ``target/release`` and ``target/debug``."""
     here = os.path.dirname(os.path.abspath(__file__))
     name = _file_name()
-    # bindings/python/tcpchat/ -> the repository root is three levels up.
-    target = os.path.normpath(os.path.join(here, "..", "..", "..", "target"))
-    return [
-        ("shipped in the package", os.path.join(here, name)),
-        ("the repository's release build", os.path.join(target, "release", name)),
-        ("the repository's debug build", os.path.join(target, "debug", name)),
-    ]
+    found = [("shipped in the package", os.path.join(here, name))]
+    root = _checkout_root(here)
+    if root is not None:
+        target = os.path.join(root, "target")
+        found.append(("the repository's release build", os.path.join(target, "release", name)))
+        found.append(("the repository's debug build", os.path.join(target, "debug", name)))
+    return found
+
+
+def _how_to_fix() -> str:
+    """What to do when nothing loads, for this kind of install."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = _checkout_root(here)
+    if root is not None:
+        return (
+            f"Build it with `{BUILD_COMMAND}` in the tcpchat repository root ({root}; it lands "
+            f"in target/release/), or set {ENV_VAR} to its path."
+        )
+    return (
+        "This tcpchat package was installed without its library (a wheel built by "
+        "`pip wheel ./bindings/python` or `pip install ./bindings/python` from a tcpchat "
+        "clone with cargo on PATH has it inside). Reinstall it that way, install "
+        f"libtcpchat where the system loader finds it, or set {ENV_VAR} to its path."
+    )
 
 
 def _load() -> Tuple[ctypes.CDLL, str]:
     """Load libtcpchat; return it with the path it came from.
 
     Order: the ``TCPCHAT_LIB`` environment variable (authoritative when set),
-    a copy inside the package, the repository's ``target/release`` then
-    ``target/debug``, then ``ctypes.util.find_library("tcpchat")``. The
-    ImportError lists every place tried.
+    the copy inside the package (a wheel's), the repository's
+    ``target/release`` then ``target/debug`` (only when the package is the
+    one in a repository checkout), then ``ctypes.util.find_library("tcpchat")``.
+    The ImportError lists every place tried.
     """
     tried: List[str] = []
     override = os.environ.get(ENV_VAR)
@@ -79,8 +113,8 @@ def _load() -> Tuple[ctypes.CDLL, str]:
         except OSError as e:
             raise ImportError(
                 f"tcpchat: cannot load the library named by {ENV_VAR}={override!r}: {e}\n"
-                f"Unset {ENV_VAR} to search the default places, or build the library "
-                f"with `{BUILD_COMMAND}` in the tcpchat repository."
+                f"Unset {ENV_VAR} to search the default places, or point it at a "
+                f"{_file_name()} built with `{BUILD_COMMAND}` in the tcpchat repository."
             ) from None
     tried.append(f"  ${ENV_VAR}: not set")
     for where, path in _candidates():
@@ -102,8 +136,8 @@ def _load() -> Tuple[ctypes.CDLL, str]:
     raise ImportError(
         "tcpchat: cannot find the tcpchat shared library (" + _file_name() + "). Looked in:\n"
         + "\n".join(tried)
-        + f"\nBuild it with `{BUILD_COMMAND}` in the tcpchat repository root "
-        f"(it lands in target/release/), or set {ENV_VAR} to its path."
+        + "\n"
+        + _how_to_fix()
     )
 
 
