@@ -57,7 +57,9 @@ fn main() {
     let printer = std::thread::spawn(move || {
         let mut out = std::io::stdout();
         for line in lines {
-            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            // Names and text as members typed them: made safe for the terminal.
+            let shown = common::printable(line.as_bytes());
+            if writeln!(out, "{shown}").and_then(|()| out.flush()).is_err() {
                 break;
             }
         }

@@ -40,7 +40,7 @@ static const char USAGE[] =
 struct line {
     struct line *next;
     size_t len;
-    char text[]; /* `NAME: TEXT\n` (TEXT may hold NUL bytes) */
+    char text[]; /* `NAME: TEXT` as members typed it (TEXT may hold NUL bytes) */
 };
 static struct {
     pthread_mutex_t mu;
@@ -55,7 +55,7 @@ static void on_event(void *user_data, const tcpchat_room_event *event)
     if (event->kind != TCPCHAT_ROOM_EVENT_MESSAGE)
         return;
     /* The strings are the library's, valid only during the call: copy. */
-    size_t name_len = strlen(event->name), len = name_len + 2 + event->text_len + 1;
+    size_t name_len = strlen(event->name), len = name_len + 2 + event->text_len;
     struct line *l = malloc(sizeof *l + len);
     if (!l)
         return; /* out of memory: this line is missing from the transcript */
@@ -64,7 +64,6 @@ static void on_event(void *user_data, const tcpchat_room_event *event)
     memcpy(l->text, event->name, name_len);
     memcpy(l->text + name_len, ": ", 2);
     memcpy(l->text + name_len + 2, event->text, event->text_len);
-    l->text[len - 1] = '\n';
     pthread_mutex_lock(&transcript.mu);
     *transcript.tail = l;
     transcript.tail = &l->next;
@@ -89,7 +88,11 @@ static void *print_transcript(void *arg)
         pthread_mutex_unlock(&transcript.mu);
         if (!l)
             return NULL; /* done, and every line written */
-        ok = ok && fwrite(l->text, 1, l->len, stdout) == l->len && fflush(stdout) == 0;
+        if (ok) { /* made safe for the terminal */
+            fput_printable((const uint8_t *)l->text, l->len, stdout);
+            putchar('\n');
+            ok = fflush(stdout) == 0;
+        }
         free(l);
     }
 }

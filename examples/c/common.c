@@ -176,7 +176,7 @@ static int print_message(void *user_data, const uint8_t *msg, size_t len)
     if (len > 0 && msg[len - 1] == '\r')
         len--;
     printf("%s: ", chat->peer);
-    fwrite(msg, 1, len, stdout);
+    fput_printable(msg, len, stdout);
     putchar('\n');
     return fflush(stdout) == 0 ? 0 : -1;
 }
@@ -204,72 +204,19 @@ void stdio_chat_free(struct stdio_chat *chat)
     chat->line = NULL;
 }
 
-/*
- * The length (1 to 4) of the UTF-8 character at the start of `s` (`len`
- * bytes), with its code point in *cp; 0 when the bytes there are not UTF-8
- * (a stray continuation byte, an overlong form, a surrogate, past U+10FFFF,
- * or cut short), as Rust's and Python's strict decoders decide.
- */
-static size_t utf8_char(const uint8_t *s, size_t len, uint32_t *cp)
-{
-    uint8_t b = s[0];
-    uint8_t lo = 0x80, hi = 0xbf; /* the range of the second byte */
-    size_t n;
-    uint32_t c;
-    if (b < 0x80) {
-        *cp = b;
-        return 1;
-    } else if (b >= 0xc2 && b <= 0xdf) {
-        n = 2, c = b & 0x1f;
-    } else if (b >= 0xe0 && b <= 0xef) {
-        n = 3, c = b & 0x0f;
-        if (b == 0xe0)
-            lo = 0xa0; /* no overlong forms */
-        if (b == 0xed)
-            hi = 0x9f; /* no surrogates */
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        n = 4, c = b & 0x07;
-        if (b == 0xf0)
-            lo = 0x90; /* no overlong forms */
-        if (b == 0xf4)
-            hi = 0x8f; /* nothing past U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (len < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        c = c << 6 | (s[i] & 0x3f);
-    }
-    *cp = c;
-    return n;
-}
-
-/* The invisible characters that reorder or hide text, and the C1 controls. */
-static bool hidden(uint32_t cp)
-{
-    return (cp >= 0x80 && cp <= 0x9f) || (cp >= 0x200b && cp <= 0x200f) ||
-           (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff;
-}
-
 void fput_printable(const uint8_t *msg, size_t len, FILE *out)
 {
-    size_t i = 0;
-    while (i < len) {
-        uint32_t cp;
-        size_t n = utf8_char(msg + i, len - i, &cp);
-        if (n == 0) {
-            fprintf(out, "\\x%02x", msg[i]); /* not UTF-8: this byte, escaped */
-            n = 1;
-        } else if ((cp < 0x20 && cp != '\t') || cp == 0x7f) {
-            fprintf(out, "\\x%02x", (unsigned)cp);
-        } else if (hidden(cp)) {
-            fprintf(out, "\\u{%x}", (unsigned)cp);
-        } else {
-            fwrite(msg + i, 1, n, out);
-        }
-        i += n;
-    }
+    /* Most lines fit here; a longer one gets a buffer of the size the
+     * library says it needs. */
+    char small[1024], *shown = small;
+    size_t n = 0;
+    tcpchat_status status = tcpchat_escape_text(msg, len, shown, sizeof small, &n);
+    if (status == TCPCHAT_STATUS_BUFFER_TOO_SMALL && (shown = malloc(n)) != NULL)
+        status = tcpchat_escape_text(msg, len, shown, n, &n);
+    if (status == TCPCHAT_STATUS_OK)
+        fwrite(shown, 1, n, out);
+    else
+        fputs("(not shown: out of memory)", out); /* never the raw bytes */
+    if (shown != small)
+        free(shown);
 }

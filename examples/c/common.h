@@ -52,7 +52,8 @@ void die(const char *program);
 /*
  * Chat callbacks for a terminal or a pipe: each message to send is the next
  * line of stdin (its end says BYE); each received one is printed on stdout
- * as `PEER: MSG`. The prompt goes to stderr, only when stdin is a terminal.
+ * as `PEER: MSG`, made safe for the terminal (fput_printable). The prompt
+ * goes to stderr, only when stdin is a terminal.
  * Fill one with stdio_chat_init() and pass stdio_chat_callbacks() of it.
  */
 struct stdio_chat {
@@ -69,12 +70,9 @@ void stdio_chat_free(struct stdio_chat *chat);
  * Write `len` bytes of peer text to `out`, made safe for a terminal
  * (CONTRACT.md, "Text that reaches a terminal"): what could move the
  * cursor, clear the screen, reorder or hide text is written in a visible
- * notation instead, the rest as it is.
- *  - C0 controls except TAB, and DEL: `\x1b`, `\x0d`, `\x7f`;
- *  - C1 controls (U+0080 to U+009F) and the invisible format characters
- *    U+200B-U+200F, U+2028-U+202E, U+2060-U+2069, U+FEFF: `\u{85}`, `\u{202e}`;
- *  - bytes that are not UTF-8: `\xff`, one escape per byte.
- * The Rust and Python examples write the same (`printable`).
+ * notation (`\x1b`, `\u{202e}`, `\xff` for a byte that is not UTF-8), the
+ * rest as it is. The library's rule, tcpchat_escape_text(), which the room
+ * applies to what it relays and the Rust and Python examples call too.
  */
 void fput_printable(const uint8_t *msg, size_t len, FILE *out);
 

@@ -93,8 +93,8 @@ fn bad_usage(usage: &str, problem: &str) -> ! {
 
 /// A chat handler for a terminal (or a pipe): each message to send is the next
 /// line of stdin (stdin's end says BYE); each received one is printed on
-/// stdout as `PEER: MSG`. The prompt goes to stderr, and only when stdin is a
-/// terminal.
+/// stdout as `PEER: MSG`, made safe for the terminal. The prompt goes to
+/// stderr, and only when stdin is a terminal.
 pub struct Stdio {
     peer: &'static str,
     prompt: Option<&'static str>,
@@ -129,7 +129,7 @@ impl ChatHandler for Stdio {
         let msg = msg.strip_suffix(b"\n").unwrap_or(msg);
         let msg = msg.strip_suffix(b"\r").unwrap_or(msg);
         let mut out = io::stdout().lock();
-        writeln!(out, "{}: {}", self.peer, String::from_utf8_lossy(msg))
+        writeln!(out, "{}: {}", self.peer, printable(msg))
             .and_then(|()| out.flush())
             .map_err(|e| tcpchat::Error::Callback(format!("writing stdout: {e}")))
     }
@@ -166,50 +166,11 @@ pub fn wait_for(signals: &libc::sigset_t) -> libc::c_int {
 }
 
 /// Peer text made safe for a terminal (CONTRACT.md, "Text that reaches a
-/// terminal"): the bytes that could move the cursor, clear the screen,
-/// reorder or hide text are written in a visible notation instead, and the
-/// rest is kept as it is.
-///
-/// * C0 controls except TAB, and DEL: `\x1b`, `\x0d`, `\x7f`;
-/// * C1 controls (U+0080 to U+009F) and the invisible format characters
-///   U+200B-U+200F, U+2028-U+202E, U+2060-U+2069, U+FEFF: `\u{85}`, `\u{202e}`;
-/// * bytes that are not UTF-8: `\xff`, one escape per byte.
-///
-/// The C (`fput_printable`) and Python (`printable`) examples write the same.
+/// terminal"): what could move the cursor, clear the screen, reorder or
+/// hide text is written in a visible notation (`\x1b`, `\u{202e}`, `\xff`
+/// for a byte that is not UTF-8), the rest as it is. The library's rule,
+/// [`tcpchat::text::escape_bytes`], which the room applies to what it
+/// relays and the C and Python examples call too.
 pub fn printable(msg: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(msg.len());
-    let mut rest = msg;
-    while !rest.is_empty() {
-        // The longest valid UTF-8 start, then the bad bytes after it (if any).
-        let (text, bad) = match std::str::from_utf8(rest) {
-            Ok(text) => (text, &rest[rest.len()..]),
-            Err(e) => {
-                let (good, after) = rest.split_at(e.valid_up_to());
-                let bad = e.error_len().unwrap_or(after.len());
-                (std::str::from_utf8(good).unwrap_or_default(), &after[..bad])
-            }
-        };
-        for c in text.chars() {
-            match c {
-                '\t' => out.push(c),
-                '\0'..='\x1f' | '\x7f' => {
-                    let _ = write!(out, "\\x{:02x}", c as u32);
-                }
-                '\u{80}'..='\u{9f}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2069}'
-                | '\u{feff}' => {
-                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
-                }
-                _ => out.push(c),
-            }
-        }
-        for b in bad {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-        rest = &rest[text.len() + bad.len()..];
-    }
-    out
+    tcpchat::text::escape_bytes(msg).into_owned()
 }

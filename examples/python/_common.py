@@ -113,7 +113,8 @@ def die(program: str, error: BaseException) -> NoReturn:
 class Stdio:
     """A chat handler for a terminal or a pipe: each message to send is the
     next line of stdin (its end says BYE); each received one is printed on
-    stdout as `PEER: MSG`. The prompt goes to stderr, only on a terminal."""
+    stdout as `PEER: MSG`, made safe for the terminal. The prompt goes to
+    stderr, only on a terminal."""
 
     def __init__(self, peer: str, prompt: str) -> None:
         self.peer = peer
@@ -133,24 +134,16 @@ class Stdio:
         # A raw peer such as nc sends its newline too: do not print it twice.
         msg = msg[:-1] if msg.endswith(b"\n") else msg
         msg = msg[:-1] if msg.endswith(b"\r") else msg
-        sys.stdout.write(f"{self.peer}: {msg.decode('utf-8', 'replace')}\n")
-        sys.stdout.flush()
-
-
-#: What peer text must not put raw on a terminal, each code point mapped to
-#: its visible escape: C0 controls but TAB, and DEL, as ``\x1b``; C1 controls
-#: and the invisible characters that reorder or hide text as ``\u{202e}``.
-_ESCAPES = {cp: f"\\x{cp:02x}" for cp in [*range(0x20), 0x7F] if cp != 0x09}
-_ESCAPES.update(
-    (cp, f"\\u{{{cp:x}}}")
-    for cp in [*range(0x80, 0xA0), *range(0x200B, 0x2010), *range(0x2028, 0x202F),
-               *range(0x2060, 0x206A), 0xFEFF]
-)
+        # UTF-8 bytes, as the Rust and C examples print, whatever the locale.
+        sys.stdout.buffer.write(f"{self.peer}: {printable(msg)}\n".encode())
+        sys.stdout.buffer.flush()
 
 
 def printable(msg: bytes) -> str:
     """Peer text made safe for a terminal (CONTRACT.md, "Text that reaches a
-    terminal"): controls and invisible format characters escaped (see
-    ``_ESCAPES``), bytes that are not UTF-8 as ``\\xff``, one per byte; the
-    rest as it is. The Rust and C examples write the same."""
-    return msg.decode("utf-8", "backslashreplace").translate(_ESCAPES)
+    terminal"): what could move the cursor, clear the screen, reorder or hide
+    text is written in a visible notation (``\\x1b``, ``\\u{202e}``, ``\\xff``
+    for a byte that is not UTF-8), the rest as it is. The library's rule,
+    :func:`tcpchat.escape_text`, which the room applies to what it relays
+    and the Rust and C examples call too."""
+    return tcpchat.escape_text(msg)

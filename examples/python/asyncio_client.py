@@ -20,7 +20,7 @@ import asyncio
 import sys
 from typing import List
 
-from _common import die, parser, tcpchat
+from _common import die, parser, printable, tcpchat
 
 
 async def talk(conn: tcpchat.Connection, messages: List[bytes], timeout: float) -> int:
@@ -43,7 +43,7 @@ async def talk(conn: tcpchat.Connection, messages: List[bytes], timeout: float) 
                 if msg is None:  # the server closed
                     break
                 replies.append(msg)
-                print(f"reply: {msg.decode('utf-8', 'replace')}", flush=True)
+                print(f"reply: {printable(msg)}", flush=True)  # made safe for the terminal
                 if len(replies) == len(messages):
                     break
         except tcpchat.WouldBlockError:

@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Optional
 
-from _common import die, eprint, parser, server_config, stderr_logger, tcpchat
+from _common import die, eprint, parser, printable, server_config, stderr_logger, tcpchat
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -72,13 +72,16 @@ def main() -> int:
             transcript.put(f"{event.name}: {event.text}")
 
     def print_transcript() -> None:
+        out = sys.stdout.buffer  # UTF-8 bytes, as the Rust and C examples print, whatever the locale
         while True:
             line = transcript.get()
             if line is None:
                 return
             try:
-                sys.stdout.write(line + "\n")
-                sys.stdout.flush()
+                # Names and text as members typed them: made safe for the terminal.
+                shown = printable(line.encode())
+                out.write(f"{shown}\n".encode())
+                out.flush()
             except (OSError, ValueError):  # stdout closed: keep serving
                 return
 

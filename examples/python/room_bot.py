@@ -22,7 +22,7 @@ import re
 import signal
 from typing import Optional
 
-from _common import eprint, parser, tcpchat
+from _common import eprint, parser, printable, tcpchat
 
 FIRST_DELAY = 0.1  # seconds before the first retry
 MAX_DELAY = 5.0  # the longest wait between two tries
@@ -74,7 +74,7 @@ class Bot:
                     eprint(f"room_bot: joined {self.host}:{self.port}")
                 elif line.startswith(("* you are now known as", "error: the name",
                                       "error: invalid name")):
-                    eprint(f"room_bot: {line}")  # the room's answer to /nick
+                    eprint(f"room_bot: {printable(raw)}")  # the room's answer to /nick
                 elif (answer := reply_to(line)) is not None:
                     await conn.send(answer)
         finally:
