@@ -17,16 +17,23 @@ use tcpchat::{Config, Error, LogLevel, Room, RoomEvent};
 
 const USAGE: &str = "usage: chat_room [--host HOST] [--port PORT] [--max-clients N]
                  [--allow RANGES] [--deny RANGES]
-  --host HOST        address to listen on (default 127.0.0.1)
-  --port PORT        port to listen on; 0 picks a free one (default 8080)
-  --max-clients N    clients in the room at once; one more is told the room is full (default 1024)
-  --allow RANGES     accept only these addresses/CIDR ranges (comma-separated; repeatable)
-  --deny RANGES      refuse these addresses/CIDR ranges (deny wins over allow)";
+                 [--idle-timeout SECS] [--max-per-address N] [--max-message-size BYTES]
+  --host HOST               address to listen on (default 127.0.0.1)
+  --port PORT               port to listen on; 0 picks a free one (default 8080)
+  --max-clients N           clients in the room at once; one more is told the room is full (default 1024)
+  --allow RANGES            accept only these addresses/CIDR ranges (comma-separated; repeatable)
+  --deny RANGES             refuse these addresses/CIDR ranges (deny wins over allow)
+  --idle-timeout SECS       close a client silent this long; 0 = never (default 300)
+  --max-per-address N       connections one address may have open at once; 0 = no limit (default)
+  --max-message-size BYTES  the longest line accepted (default 1048576)";
 
 fn main() {
     let flags = common::parse_flags(
         USAGE,
-        &["--host", "--port", "--max-clients", "--allow", "--deny"],
+        &[
+            "--host", "--port", "--max-clients", "--allow", "--deny",
+            "--idle-timeout", "--max-per-address", "--max-message-size",
+        ],
     );
 
     // Block SIGINT and SIGTERM in this thread before any other starts, so
@@ -35,14 +42,12 @@ fn main() {
     let signals = common::block_stop_signals();
     raise_fd_limit();
 
-    let mut config = flags.access(Config::default());
-    if let Some(n) = flags.max_clients {
-        config = config.with_max_clients(n);
-    }
+    let config = flags.server_config(Config::default());
     let room =
         Room::bind(&flags.host, flags.port, config).unwrap_or_else(|e| common::die("chat_room", e));
     // The first line on stderr, with the real port: scripts and tests read it.
     eprintln!("listening on {}", room.local_addr());
+    flags.warn_if_open(room.local_addr());
     set_logger(LogLevel::Info, Some(stderr_logger()));
 
     // The handler runs on the room's thread, which must never wait for a

@@ -26,11 +26,15 @@
 static const char USAGE[] =
     "usage: chat_room [--host HOST] [--port PORT] [--max-clients N]\n"
     "                 [--allow RANGES] [--deny RANGES]\n"
-    "  --host HOST        address to listen on (default 127.0.0.1)\n"
-    "  --port PORT        port to listen on; 0 picks a free one (default 8080)\n"
-    "  --max-clients N    clients in the room at once; one more is told the room is full (default 1024)\n"
-    "  --allow RANGES     accept only these addresses/CIDR ranges (comma-separated; repeatable)\n"
-    "  --deny RANGES      refuse these addresses/CIDR ranges (deny wins over allow)";
+    "                 [--idle-timeout SECS] [--max-per-address N] [--max-message-size BYTES]\n"
+    "  --host HOST               address to listen on (default 127.0.0.1)\n"
+    "  --port PORT               port to listen on; 0 picks a free one (default 8080)\n"
+    "  --max-clients N           clients in the room at once; one more is told the room is full (default 1024)\n"
+    "  --allow RANGES            accept only these addresses/CIDR ranges (comma-separated; repeatable)\n"
+    "  --deny RANGES             refuse these addresses/CIDR ranges (deny wins over allow)\n"
+    "  --idle-timeout SECS       close a client silent this long; 0 = never (default 300)\n"
+    "  --max-per-address N       connections one address may have open at once; 0 = no limit (default)\n"
+    "  --max-message-size BYTES  the longest line accepted (default 1048576)";
 
 /*
  * The transcript. The callback runs on the room's thread, which must never
@@ -122,7 +126,7 @@ static void raise_fd_limit(void)
 
 int main(int argc, char **argv)
 {
-    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_MAX_CLIENTS | FLAG_ACCESS | FLAG_NO_FRAMING);
+    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_MAX_CLIENTS | FLAG_ACCESS | FLAG_LIMITS | FLAG_NO_FRAMING);
 
     /* Block SIGINT and SIGTERM before any thread starts, so every thread
      * (the library's too) inherits the mask and the signals wait for sigwait
@@ -138,9 +142,7 @@ int main(int argc, char **argv)
     tcpchat_config *config = tcpchat_config_new();
     if (!config)
         die("chat_room");
-    apply_access(config, &flags, USAGE);
-    if (flags.max_clients && tcpchat_config_set_max_clients(config, flags.max_clients) != TCPCHAT_STATUS_OK)
-        die("chat_room");
+    apply_server_flags(config, &flags, USAGE);
     tcpchat_room *room = NULL;
     if (tcpchat_room_bind(flags.host, flags.port, config, 0, &room) != TCPCHAT_STATUS_OK)
         die("chat_room");
@@ -150,6 +152,7 @@ int main(int argc, char **argv)
     char addr[TCPCHAT_ADDR_MAX];
     tcpchat_room_local_addr(room, addr, sizeof addr, NULL);
     fprintf(stderr, "listening on %s\n", addr);
+    warn_if_open(addr, &flags);
     tcpchat_set_log_callback(TCPCHAT_LOG_INFO, log_to_stderr, NULL);
 
     if (tcpchat_room_set_callback(room, on_event, NULL) != TCPCHAT_STATUS_OK)

@@ -17,21 +17,25 @@
 static const char USAGE[] =
     "usage: chat_server [--host HOST] [--port PORT] [--framing raw|line|frame] [--once]\n"
     "                   [--allow RANGES] [--deny RANGES]\n"
-    "  --host HOST      address to listen on (default 127.0.0.1)\n"
-    "  --port PORT      port to listen on; 0 picks a free one (default 8080)\n"
-    "  --framing F      wire format: raw, line or frame (default line)\n"
-    "  --once           exit after the first client instead of waiting for the next\n"
-    "  --allow RANGES   accept only these addresses/CIDR ranges (comma-separated)\n"
-    "  --deny RANGES    refuse these addresses/CIDR ranges (deny wins over allow)";
+    "                   [--idle-timeout SECS] [--max-per-address N] [--max-message-size BYTES]\n"
+    "  --host HOST               address to listen on (default 127.0.0.1)\n"
+    "  --port PORT               port to listen on; 0 picks a free one (default 8080)\n"
+    "  --framing F               wire format: raw, line or frame (default line)\n"
+    "  --once                    exit after the first client instead of waiting for the next\n"
+    "  --allow RANGES            accept only these addresses/CIDR ranges (comma-separated; repeatable)\n"
+    "  --deny RANGES             refuse these addresses/CIDR ranges (deny wins over allow)\n"
+    "  --idle-timeout SECS       end a session whose client is silent this long; 0 = never (default 300)\n"
+    "  --max-per-address N       connections one address may have open at once; 0 = no limit (default)\n"
+    "  --max-message-size BYTES  the longest message accepted (default 1048576)";
 
 int main(int argc, char **argv)
 {
-    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_ONCE | FLAG_ACCESS);
+    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_ONCE | FLAG_ACCESS | FLAG_LIMITS);
 
     tcpchat_config *config = tcpchat_config_new();
     if (!config || tcpchat_config_set_framing(config, flags.framing) != TCPCHAT_STATUS_OK)
         die("chat_server");
-    apply_access(config, &flags, USAGE);
+    apply_server_flags(config, &flags, USAGE);
     tcpchat_server *server = NULL;
     if (tcpchat_server_bind(flags.host, flags.port, config, &server) != TCPCHAT_STATUS_OK)
         die("chat_server");
@@ -41,6 +45,7 @@ int main(int argc, char **argv)
     char addr[TCPCHAT_ADDR_MAX];
     tcpchat_server_local_addr(server, addr, sizeof addr, NULL);
     fprintf(stderr, "listening on %s\n", addr);
+    warn_if_open(addr, &flags);
     tcpchat_set_log_callback(TCPCHAT_LOG_INFO, log_to_stderr, NULL);
 
     /* Messages to send come from stdin; received ones go to stdout. */

@@ -59,7 +59,7 @@ static char *allow_list, *deny_list;
 
 struct flags parse_flags(int argc, char **argv, const char *usage, unsigned optional)
 {
-    struct flags f = {"127.0.0.1", 8080, TCPCHAT_FRAMING_LINE, false, 0, NULL, NULL};
+    struct flags f = {"127.0.0.1", 8080, TCPCHAT_FRAMING_LINE, false, 0, NULL, NULL, -1, -1, -1};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -80,7 +80,9 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
         if (!IS("--host") && !IS("--port") &&
             !(IS("--framing") && !(optional & FLAG_NO_FRAMING)) &&
             !(IS("--max-clients") && (optional & FLAG_MAX_CLIENTS)) &&
-            !((IS("--allow") || IS("--deny")) && (optional & FLAG_ACCESS)))
+            !((IS("--allow") || IS("--deny")) && (optional & FLAG_ACCESS)) &&
+            !((IS("--idle-timeout") || IS("--max-per-address") || IS("--max-message-size")) &&
+              (optional & FLAG_LIMITS)))
             bad_usage(usage, "unknown flag \"%s\"", arg);
         if (!value) {
             if (i + 1 >= argc)
@@ -107,6 +109,16 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
             f.allow = append_ranges(&allow_list, f.allow, value);
         } else if (IS("--deny")) {
             f.deny = append_ranges(&deny_list, f.deny, value);
+        } else if (IS("--idle-timeout") || IS("--max-per-address") || IS("--max-message-size")) {
+            if (!parse_number(value, 4294967295UL, &num))
+                bad_usage(usage, "%.*s: expected a whole number from 0 to 4294967295, got \"%s\"",
+                          (int)n, arg, value);
+            if (IS("--idle-timeout"))
+                f.idle_timeout = (int64_t)num;
+            else if (IS("--max-per-address"))
+                f.max_per_address = (int64_t)num;
+            else
+                f.max_message_size = (int64_t)num;
         } else { /* --max-clients */
             if (!parse_number(value, (unsigned long)-1, &num) || num == 0)
                 bad_usage(usage, "--max-clients: expected a positive number, got \"%s\"", value);
@@ -117,13 +129,41 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
     return f;
 }
 
-void apply_access(tcpchat_config *config, const struct flags *flags, const char *usage)
+/* A setting the library refused is a usage error; its message names the value. */
+static void usage_unless_ok(tcpchat_status status, const char *usage)
 {
-    /* The message names the range that does not parse (as the Rust examples print it). */
-    if (flags->allow && tcpchat_config_set_allow(config, flags->allow) != TCPCHAT_STATUS_OK)
+    if (status != TCPCHAT_STATUS_OK)
         bad_usage(usage, "%s", tcpchat_last_error_message());
-    if (flags->deny && tcpchat_config_set_deny(config, flags->deny) != TCPCHAT_STATUS_OK)
-        bad_usage(usage, "%s", tcpchat_last_error_message());
+}
+
+void apply_server_flags(tcpchat_config *config, const struct flags *flags, const char *usage)
+{
+    if (flags->allow)
+        usage_unless_ok(tcpchat_config_set_allow(config, flags->allow), usage);
+    if (flags->deny)
+        usage_unless_ok(tcpchat_config_set_deny(config, flags->deny), usage);
+    if (flags->max_clients)
+        usage_unless_ok(tcpchat_config_set_max_clients(config, flags->max_clients), usage);
+    if (flags->idle_timeout >= 0) /* 0 = none, as the library's 0 ms */
+        usage_unless_ok(tcpchat_config_set_idle_timeout_ms(config, (uint64_t)flags->idle_timeout * 1000), usage);
+    if (flags->max_per_address >= 0)
+        usage_unless_ok(tcpchat_config_set_max_per_address(config, (size_t)flags->max_per_address), usage);
+    if (flags->max_message_size >= 0)
+        usage_unless_ok(tcpchat_config_set_max_message_size(config, (size_t)flags->max_message_size), usage);
+}
+
+void warn_if_open(const char *addr, const struct flags *flags)
+{
+    const char *every = strncmp(addr, "0.0.0.0:", 8) == 0 ? "0.0.0.0"
+                        : strncmp(addr, "[::]:", 5) == 0  ? "::"
+                                                          : NULL;
+    /* An --allow list with no entry at all ("" or ",") allows everyone too. */
+    bool allow_list = flags->allow && flags->allow[strspn(flags->allow, ", ")] != '\0';
+    if (every && !allow_list)
+        fprintf(stderr,
+                "warning: listening on every address (%s) with no --allow list: "
+                "anyone who can reach this machine can connect\n",
+                every);
 }
 
 void log_to_stderr(void *user_data, tcpchat_log_level level, const char *message)

@@ -22,13 +22,19 @@ struct flags {
     size_t max_clients;      /* --max-clients (0 = the library's default) */
     const char *allow;       /* --allow RANGES, repeatable (NULL = everyone) */
     const char *deny;        /* --deny RANGES, repeatable (NULL = nobody) */
+    /* The limits; -1 when not given (the library's default applies). */
+    int64_t idle_timeout;     /* --idle-timeout SECS (0 = none) */
+    int64_t max_per_address;  /* --max-per-address N (0 = no limit) */
+    int64_t max_message_size; /* --max-message-size BYTES */
 };
 
 /*
- * The optional flags a program accepts besides --host, --port, --framing;
- * FLAG_NO_FRAMING refuses --framing (the chat room speaks lines only).
+ * The optional flags a program accepts besides --host, --port, --framing:
+ * FLAG_ACCESS is --allow and --deny, FLAG_LIMITS --idle-timeout,
+ * --max-per-address and --max-message-size; FLAG_NO_FRAMING refuses
+ * --framing (the chat room speaks lines only).
  */
-enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2, FLAG_ACCESS = 4, FLAG_NO_FRAMING = 8 };
+enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2, FLAG_ACCESS = 4, FLAG_NO_FRAMING = 8, FLAG_LIMITS = 16 };
 
 /*
  * Parse argv (`--flag value` or `--flag=value`). `--help` prints `usage` on
@@ -38,10 +44,18 @@ enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2, FLAG_ACCESS = 4, FLAG_NO_FRAMING = 8
 struct flags parse_flags(int argc, char **argv, const char *usage, unsigned optional);
 
 /*
- * Apply --allow and --deny to `config`; a range that does not parse prints
- * the library's message and `usage` on stderr and exits 2.
+ * Apply the server flags given (--max-clients, --allow, --deny and the
+ * limits) to `config`; a value the library refuses prints its message and
+ * `usage` on stderr and exits 2.
  */
-void apply_access(tcpchat_config *config, const struct flags *flags, const char *usage);
+void apply_server_flags(tcpchat_config *config, const struct flags *flags, const char *usage);
+
+/*
+ * Print a warning on stderr when a server bound to `addr` ("IP:PORT", as
+ * tcpchat_server_local_addr writes it) listens on every address (0.0.0.0,
+ * ::) and no --allow list limits who may connect.
+ */
+void warn_if_open(const char *addr, const struct flags *flags);
 
 /* A tcpchat_log_callback writing `tcpchat: LEVEL: MESSAGE` lines to stderr. */
 void log_to_stderr(void *user_data, tcpchat_log_level level, const char *message);

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
 use std::process::exit;
+use std::time::Duration;
 
 use tcpchat::{ChatHandler, Config, Framing, IpNet, Result};
 
@@ -18,19 +20,56 @@ pub struct Flags {
     pub allow: Vec<IpNet>,
     /// `--deny` ranges (repeatable; commas also separate).
     pub deny: Vec<IpNet>,
+    /// `--idle-timeout SECS` (0 = none; not given: the library's default).
+    pub idle_timeout: Option<u64>,
+    /// `--max-per-address N` (0 = no limit, the library's default).
+    pub max_per_address: Option<usize>,
+    /// `--max-message-size BYTES` (not given: the library's default, 1 MiB).
+    pub max_message_size: Option<usize>,
+    usage: &'static str,
 }
 
 impl Flags {
-    /// The access lists of the flags applied to `config`.
-    pub fn access(&self, config: Config) -> Config {
-        config.with_allow(self.allow.clone()).with_deny(self.deny.clone())
+    /// `config` with the server flags applied: the access lists and the
+    /// limits. A value the library refuses is a usage error (exit 2).
+    pub fn server_config(&self, mut config: Config) -> Config {
+        config = config.with_allow(self.allow.clone()).with_deny(self.deny.clone());
+        if let Some(n) = self.max_clients {
+            config = config.with_max_clients(n);
+        }
+        if let Some(secs) = self.idle_timeout {
+            config = config.with_idle_timeout((secs > 0).then(|| Duration::from_secs(secs)));
+        }
+        if let Some(n) = self.max_per_address {
+            config = config.with_max_per_address(n);
+        }
+        if let Some(bytes) = self.max_message_size {
+            config = config.with_max_message_size(bytes);
+        }
+        if let Err(e) = config.validate() {
+            bad_usage(self.usage, &e.to_string());
+        }
+        config
+    }
+
+    /// Print a warning on stderr when a server bound to `addr` listens on
+    /// every address (`0.0.0.0`, `::`) and no `--allow` list limits who may
+    /// connect.
+    pub fn warn_if_open(&self, addr: SocketAddr) {
+        if addr.ip().is_unspecified() && self.allow.is_empty() {
+            eprintln!(
+                "warning: listening on every address ({}) with no --allow list: \
+                 anyone who can reach this machine can connect",
+                addr.ip()
+            );
+        }
     }
 }
 
 /// Parse the command line, accepting only the flags named in `allowed` (as
 /// `--flag value` or `--flag=value`). `--help` prints `usage` and exits 0; a
 /// bad flag prints the problem and `usage` to stderr and exits 2.
-pub fn parse_flags(usage: &str, allowed: &[&str]) -> Flags {
+pub fn parse_flags(usage: &'static str, allowed: &[&str]) -> Flags {
     let mut flags = Flags {
         host: "127.0.0.1".to_string(),
         port: 8080,
@@ -39,6 +78,10 @@ pub fn parse_flags(usage: &str, allowed: &[&str]) -> Flags {
         max_clients: None,
         allow: Vec::new(),
         deny: Vec::new(),
+        idle_timeout: None,
+        max_per_address: None,
+        max_message_size: None,
+        usage,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -64,6 +107,13 @@ pub fn parse_flags(usage: &str, allowed: &[&str]) -> Flags {
             bad_usage(usage, &format!("{name} needs a value"));
         };
         let bad = |what: &str| -> ! { bad_usage(usage, &format!("{name}: {what} {value:?}")) };
+        // A whole number from 0 to 4294967295, digits only (the same in C and Python).
+        let number = || -> u64 {
+            match value.parse::<u32>() {
+                Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => n.into(),
+                _ => bad("expected a whole number from 0 to 4294967295, got"),
+            }
+        };
         match name.as_str() {
             "--host" => flags.host = value.clone(),
             "--port" => flags.port = value.parse().unwrap_or_else(|_| bad("bad port")),
@@ -76,6 +126,9 @@ pub fn parse_flags(usage: &str, allowed: &[&str]) -> Flags {
                 Ok(n) if n > 0 => flags.max_clients = Some(n),
                 _ => bad("expected a positive number, got"),
             },
+            "--idle-timeout" => flags.idle_timeout = Some(number()),
+            "--max-per-address" => flags.max_per_address = Some(number() as usize),
+            "--max-message-size" => flags.max_message_size = Some(number() as usize),
             "--allow" | "--deny" => {
                 let ranges = tcpchat::access::parse_list(&value).unwrap_or_else(|e| bad_usage(usage, &e.to_string()));
                 if name == "--allow" { &mut flags.allow } else { &mut flags.deny }.extend(ranges);

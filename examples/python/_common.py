@@ -5,6 +5,7 @@ talks to the terminal."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from typing import Any, NoReturn, Optional
@@ -23,7 +24,8 @@ except ImportError as first_error:
             raise first_error from None
         raise
 
-__all__ = ["tcpchat", "parser", "server_config", "Stdio", "die", "stderr_logger", "eprint", "printable"]
+__all__ = ["tcpchat", "parser", "server_config", "warn_if_open", "Stdio", "die", "stderr_logger",
+           "eprint", "printable"]
 
 
 def _port(text: str) -> int:
@@ -44,6 +46,13 @@ def _positive(text: str) -> int:
     if n <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return n
+
+
+def _whole_number(text: str) -> int:
+    """A whole number from 0 to 4294967295, digits only (as in Rust and C)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > 0xFFFF_FFFF:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 4294967295, got {text!r}")
+    return int(text)
 
 
 def parser(prog: str, description: str, *, listen: bool, once: bool = False,
@@ -75,13 +84,29 @@ def parser(prog: str, description: str, *, listen: bool, once: bool = False,
                        help="accept only these addresses/CIDR ranges (comma-separated; repeatable)")
         p.add_argument("--deny", action="append", default=[], metavar="RANGES",
                        help="refuse these addresses/CIDR ranges (deny wins over allow)")
+        # The limits; not given (None): the library's default.
+        p.add_argument("--idle-timeout", type=_whole_number, metavar="SECS",
+                       help="close a client silent this long; 0 = never (default 300)")
+        p.add_argument("--max-per-address", type=_whole_number, metavar="N",
+                       help="connections one address may have open at once; 0 = no limit (default)")
+        p.add_argument("--max-message-size", type=_whole_number, metavar="BYTES",
+                       help="the longest message accepted (default 1048576)")
     return p
 
 
 def server_config(p: argparse.ArgumentParser, args: argparse.Namespace,
                   **options: Any) -> tcpchat.Config:
     """The settings of a server example's flags, checked by the library: a
-    range that does not parse is a usage error (exit 2)."""
+    value it refuses (a range that does not parse, say) is a usage error
+    (exit 2)."""
+    if getattr(args, "max_clients", None) is not None:
+        options["max_clients"] = args.max_clients
+    if args.idle_timeout is not None:
+        options["idle_timeout"] = float(args.idle_timeout) if args.idle_timeout else None  # 0: none
+    if args.max_per_address is not None:
+        options["max_per_address"] = args.max_per_address
+    if args.max_message_size is not None:
+        options["max_message_size"] = args.max_message_size
     config = tcpchat.Config(
         framing=tcpchat.Framing.parse(getattr(args, "framing", "line")),
         allow=tuple(r for flag in args.allow for r in tcpchat.Config(allow=flag).allow),
@@ -93,6 +118,18 @@ def server_config(p: argparse.ArgumentParser, args: argparse.Namespace,
     except tcpchat.InvalidArgumentError as e:
         p.error(str(e))
     return config
+
+
+def warn_if_open(address: tcpchat.Address, config: tcpchat.Config) -> None:
+    """Print a warning on stderr when a server bound to ``address`` listens
+    on every address (0.0.0.0, ::) and no --allow list limits who may connect."""
+    try:
+        every = ipaddress.ip_address(address.host).is_unspecified
+    except ValueError:
+        every = False
+    if every and not config.allow:
+        eprint(f"warning: listening on every address ({address.host}) with no --allow list: "
+               "anyone who can reach this machine can connect")
 
 
 def eprint(text: str) -> None:

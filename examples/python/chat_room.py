@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Optional
 
-from _common import die, eprint, parser, printable, server_config, stderr_logger, tcpchat
+from _common import die, eprint, parser, printable, server_config, stderr_logger, tcpchat, warn_if_open
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -45,8 +45,7 @@ def main() -> int:
         " (default 1024)",
     )
     args = flags.parse_args()
-    options = {"max_clients": args.max_clients} if args.max_clients else {}
-    config = server_config(flags, args, **options)
+    config = server_config(flags, args)
 
     # Block SIGINT and SIGTERM in this thread before any other starts, so
     # every thread inherits the mask and the signals wait for sigwait below
@@ -60,6 +59,7 @@ def main() -> int:
         die("chat_room", e)
     # The first line on stderr, with the real port: scripts and tests read it.
     eprint(f"listening on {room.address}")
+    warn_if_open(room.address, config)
     tcpchat.set_log_handler(stderr_logger, tcpchat.LogLevel.INFO)
 
     # The handler runs on the room's loop, which must never wait for a slow

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from _common import Stdio, die, eprint, parser, server_config, stderr_logger, tcpchat
+from _common import Stdio, die, eprint, parser, server_config, stderr_logger, tcpchat, warn_if_open
 
 
 def main() -> int:
@@ -25,6 +25,7 @@ def main() -> int:
         die("chat_server", e)
     # The first line on stderr, with the real port: scripts and tests read it.
     eprint(f"listening on {server.address}")
+    warn_if_open(server.address, config)
     tcpchat.set_log_handler(stderr_logger, tcpchat.LogLevel.INFO)
 
     terminal = Stdio("client", "server> ")

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from _common import die, eprint, parser, server_config, stderr_logger, tcpchat
+from _common import die, eprint, parser, server_config, stderr_logger, tcpchat, warn_if_open
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -21,8 +21,7 @@ def main() -> int:
     flags = parser("echo_server", "An echo server for many clients at once.",
                    listen=True, max_clients=True)
     args = flags.parse_args()
-    options = {"max_clients": args.max_clients} if args.max_clients else {}
-    config = server_config(flags, args, **options)
+    config = server_config(flags, args)
 
     # Block SIGINT and SIGTERM in this thread before any other starts, so
     # every thread inherits the mask and the signals wait for sigwait below:
@@ -34,6 +33,7 @@ def main() -> int:
     except tcpchat.Error as e:
         die("echo_server", e)
     eprint(f"listening on {server.address}")
+    warn_if_open(server.address, config)
     tcpchat.set_log_handler(stderr_logger, tcpchat.LogLevel.INFO)
 
     def wait_for_signal() -> None:
