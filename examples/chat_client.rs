@@ -6,8 +6,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use tcpchat::log::{set_logger, stderr_logger};
-use tcpchat::{run_session, Config, LogLevel, Role};
+use tcpchat::{run_session, Config, Error, LogLevel, Role};
 
 const USAGE: &str = "usage: chat_client [--host HOST] [--port PORT] [--framing raw|line|frame]
   --host HOST      server to connect to: a name, an IPv4 or an IPv6 address (default 127.0.0.1)
@@ -22,7 +24,21 @@ fn main() {
         .unwrap_or_else(|e| common::die("chat_client", e));
 
     let mut terminal = common::Stdio::new("server", "client> ");
-    let outcome = run_session(&mut conn, Role::Client, &mut terminal);
+    // The server speaks first. Give it a second; if it is still silent, say
+    // so and wait as long as it takes. A receive that times out loses
+    // nothing, and it only ever happens while we wait for the server's turn,
+    // which is where a session starts: so we simply start the session again.
+    let mut outcome = conn
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .and_then(|()| run_session(&mut conn, Role::Client, &mut terminal));
+    if let Err(Error::Timeout { .. }) = outcome {
+        if terminal.received == 0 {
+            eprintln!("connected to {}, waiting for the server to speak first", conn.peer_addr());
+        }
+        outcome = conn
+            .set_read_timeout(None)
+            .and_then(|()| run_session(&mut conn, Role::Client, &mut terminal));
+    }
     // Close gracefully: everything we sent (BYE included) reaches the server.
     let closed = conn.close();
     if let Err(e) = outcome.and(closed) {

@@ -33,7 +33,26 @@ int main(int argc, char **argv)
     struct stdio_chat terminal;
     stdio_chat_init(&terminal, "server", "client> ");
     tcpchat_chat_callbacks callbacks = stdio_chat_callbacks(&terminal);
-    if (tcpchat_conn_run_session(conn, TCPCHAT_ROLE_CLIENT, &callbacks, NULL) != TCPCHAT_STATUS_OK)
+    /*
+     * The server speaks first. Give it a second; if it is still silent, say
+     * so and wait as long as it takes. A receive that times out loses
+     * nothing, and it only ever happens while we wait for the server's turn,
+     * which is where a session starts: so we simply start the session again.
+     */
+    tcpchat_status status = tcpchat_conn_set_read_timeout_ms(conn, 1000);
+    if (status == TCPCHAT_STATUS_OK)
+        status = tcpchat_conn_run_session(conn, TCPCHAT_ROLE_CLIENT, &callbacks, NULL);
+    if (status == TCPCHAT_STATUS_TIMEOUT) {
+        if (terminal.received == 0) {
+            char addr[TCPCHAT_ADDR_MAX];
+            tcpchat_conn_peer_addr(conn, addr, sizeof addr, NULL);
+            fprintf(stderr, "connected to %s, waiting for the server to speak first\n", addr);
+        }
+        status = tcpchat_conn_set_read_timeout_ms(conn, 0); /* 0 = for ever */
+        if (status == TCPCHAT_STATUS_OK)
+            status = tcpchat_conn_run_session(conn, TCPCHAT_ROLE_CLIENT, &callbacks, NULL);
+    }
+    if (status != TCPCHAT_STATUS_OK)
         die("chat_client");
     /* Close gracefully: everything we sent (BYE included) reaches the server. */
     if (tcpchat_conn_close(conn) != TCPCHAT_STATUS_OK)

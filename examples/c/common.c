@@ -215,6 +215,7 @@ static int print_message(void *user_data, const uint8_t *msg, size_t len)
         len--;
     if (len > 0 && msg[len - 1] == '\r')
         len--;
+    chat->received++;
     printf("%s: ", chat->peer);
     fput_printable(msg, len, stdout);
     putchar('\n');
@@ -227,6 +228,7 @@ void stdio_chat_init(struct stdio_chat *chat, const char *peer, const char *prom
     chat->prompt = isatty(STDIN_FILENO) ? prompt : NULL;
     chat->line = NULL;
     chat->cap = 0;
+    chat->received = 0;
 }
 
 tcpchat_chat_callbacks stdio_chat_callbacks(struct stdio_chat *chat)

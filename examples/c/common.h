@@ -75,6 +75,7 @@ struct stdio_chat {
     const char *prompt; /* NULL when stdin is not a terminal */
     char *line;         /* the last line read (getline's buffer) */
     size_t cap;
+    uint64_t received;  /* how many messages have been printed */
 };
 void stdio_chat_init(struct stdio_chat *chat, const char *peer, const char *prompt);
 tcpchat_chat_callbacks stdio_chat_callbacks(struct stdio_chat *chat);

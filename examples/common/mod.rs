@@ -151,12 +151,14 @@ fn bad_usage(usage: &str, problem: &str) -> ! {
 pub struct Stdio {
     peer: &'static str,
     prompt: Option<&'static str>,
+    /// How many messages have been printed.
+    pub received: u64,
 }
 
 impl Stdio {
     pub fn new(peer: &'static str, prompt: &'static str) -> Stdio {
         let prompt = io::stdin().is_terminal().then_some(prompt);
-        Stdio { peer, prompt }
+        Stdio { peer, prompt, received: 0 }
     }
 }
 
@@ -181,6 +183,7 @@ impl ChatHandler for Stdio {
         // A raw peer such as nc sends its newline too: do not print it twice.
         let msg = msg.strip_suffix(b"\n").unwrap_or(msg);
         let msg = msg.strip_suffix(b"\r").unwrap_or(msg);
+        self.received += 1;
         let mut out = io::stdout().lock();
         writeln!(out, "{}: {}", self.peer, printable(msg))
             .and_then(|()| out.flush())

@@ -156,6 +156,7 @@ class Stdio:
     def __init__(self, peer: str, prompt: str) -> None:
         self.peer = peer
         self.prompt = prompt if sys.stdin.isatty() else None
+        self.received = 0  # how many messages have been printed
 
     def next_message(self) -> Optional[bytes]:
         if self.prompt:
@@ -171,6 +172,7 @@ class Stdio:
         # A raw peer such as nc sends its newline too: do not print it twice.
         msg = msg[:-1] if msg.endswith(b"\n") else msg
         msg = msg[:-1] if msg.endswith(b"\r") else msg
+        self.received += 1
         # UTF-8 bytes, as the Rust and C examples print, whatever the locale.
         sys.stdout.buffer.write(f"{self.peer}: {printable(msg)}\n".encode())
         sys.stdout.buffer.flush()

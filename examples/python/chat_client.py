@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from _common import Stdio, die, parser, stderr_logger, tcpchat
+from _common import Stdio, die, eprint, parser, stderr_logger, tcpchat
 
 
 def main() -> int:
@@ -24,7 +24,19 @@ def main() -> int:
     terminal = Stdio("server", "client> ")
     try:
         with conn:  # closes gracefully: everything we sent (BYE included) arrives
-            conn.run_session(tcpchat.Role.CLIENT, terminal.next_message, terminal.on_message)
+            # The server speaks first. Give it a second; if it is still
+            # silent, say so and wait as long as it takes. A receive that
+            # times out loses nothing, and it only ever happens while we wait
+            # for the server's turn, which is where a session starts: so we
+            # simply start the session again.
+            conn.read_timeout = 1.0
+            try:
+                conn.run_session(tcpchat.Role.CLIENT, terminal.next_message, terminal.on_message)
+            except tcpchat.TimeoutError:
+                if terminal.received == 0:
+                    eprint(f"connected to {conn.peer_address}, waiting for the server to speak first")
+                conn.read_timeout = None
+                conn.run_session(tcpchat.Role.CLIENT, terminal.next_message, terminal.on_message)
     except (tcpchat.Error, OSError) as e:
         die("chat_client", e)
     return 0

@@ -5,12 +5,15 @@ and Python alike (CONTRACT.md):
   --max-per-address and --max-message-size, and each has its effect; a bad
   value prints the usage and exits 2;
 - a server listening on every address (0.0.0.0, ::) with no --allow list
-  warns on stderr; --allow silences it.
+  warns on stderr; --allow silences it;
+- chat_client says on stderr that it is connected and waiting when the
+  server takes more than a second to speak first, and only then.
 
 Needs the examples built (`cargo build --release --examples`,
 `make -C examples/c`); a language whose build is missing is skipped.
 Every wait is bounded and waits for something (a reply, a close, a line, a
-process).
+process), except where the behaviour under test is "more than a second of
+silence".
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from typing import List
 
@@ -299,3 +303,63 @@ def test_an_allow_list_or_loopback_does_not_warn(lang: str, name: str) -> None:
             rest = stop(proc, err)
         assert "warning" not in rest, (args, rest)
 
+
+# ----- chat_client: waiting for the server to speak first ------------------------------
+
+
+def notice(port: int) -> str:
+    return f"connected to 127.0.0.1:{port}, waiting for the server to speak first\n"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_chat_client_says_it_waits_when_the_server_is_silent(lang: str) -> None:
+    with tcpchat.Server("127.0.0.1", 0, read_timeout=WAIT) as srv:
+        client = Child(program(lang, "chat_client") + ["--port", str(srv.port)], stdin=b"hi\n")
+        try:
+            with srv.accept(timeout=WAIT) as conn:
+                # Silent until the client has said that it waits for us.
+                while client.err.next() != notice(srv.port):
+                    pass
+                conn.send("hello")
+                assert conn.recv() == b"hi"
+                conn.send("BYE")
+            assert client.finish() == b"server: hello\n"
+        finally:
+            client.kill()
+    assert "waiting" not in client.err.rest()  # said once
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_chat_client_says_nothing_when_the_server_speaks_at_once(lang: str) -> None:
+    with tcpchat.Server("127.0.0.1", 0, read_timeout=WAIT) as srv:
+        client = Child(program(lang, "chat_client") + ["--port", str(srv.port)], stdin=b"hi\n")
+        try:
+            with srv.accept(timeout=WAIT) as conn:
+                conn.send("hello")
+                assert conn.recv() == b"hi"
+                conn.send("BYE")
+            assert client.finish() == b"server: hello\n"
+        finally:
+            client.kill()
+    assert "waiting" not in client.err.rest()
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_chat_client_keeps_waiting_quietly_for_a_slow_later_turn(lang: str) -> None:
+    """The one-second wait is for the first message only: a server that then
+    takes longer than that to answer gets neither the notice nor an error."""
+    with tcpchat.Server("127.0.0.1", 0, read_timeout=WAIT) as srv:
+        client = Child(program(lang, "chat_client") + ["--port", str(srv.port)], stdin=b"hi\nfine\n")
+        try:
+            with srv.accept(timeout=WAIT) as conn:
+                conn.send("hello")
+                assert conn.recv() == b"hi"
+                # What is tested is over a second of silence: let it pass.
+                threading.Event().wait(1.5)
+                conn.send("how are you?")
+                assert conn.recv() == b"fine"
+                conn.send("BYE")
+            assert client.finish() == b"server: hello\nserver: how are you?\n"
+        finally:
+            client.kill()
+    assert "waiting" not in client.err.rest()
