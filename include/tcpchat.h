@@ -619,6 +619,21 @@ const char *tcpchat_last_error_message(void);
 tcpchat_status tcpchat_set_log_callback(tcpchat_log_level level, tcpchat_log_callback callback, void *user_data);
 
 /**
+ * Write `text` (`len` bytes, borrowed for the call; need not be UTF-8 nor
+ * NUL-terminated) into `buf` (`cap` bytes) as a NUL-terminated string that
+ * is safe to print on a terminal: C0 controls other than TAB, DEL, C1
+ * controls and the invisible format characters that reorder or hide text
+ * are replaced by a visible notation (`\x1b`, `\u{202e}`; bytes that are
+ * not UTF-8 as `\xff`), the rest is copied unchanged. The room applies the
+ * same rule to what it relays; use this for any peer text you print.
+ *
+ * `*out_len` (not NULL) receives the length written without the NUL, or,
+ * with `TCPCHAT_STATUS_BUFFER_TOO_SMALL`, the size needed including the NUL
+ * (at most `4 * len + 1`; `buf` may be NULL with `cap` 0 to ask).
+ */
+tcpchat_status tcpchat_escape_text(const uint8_t *text, size_t len, char *buf, size_t cap, size_t *out_len);
+
+/**
  * A new config with every setting at its default: `line` framing, 1 MiB
  * maximum message size, end word `BYE`, connect timeout 10 s, no read
  * timeout, write timeout 30 s, idle timeout 300 s, close timeout 2 s,
@@ -1031,6 +1046,16 @@ tcpchat_status tcpchat_room_start(const tcpchat_room *room);
  * message size) or `TCPCHAT_STATUS_CANCELLED` (the room is shutting down).
  */
 tcpchat_status tcpchat_room_post(const tcpchat_room *room, const char *text);
+
+/**
+ * Relay text as it was typed (`raw` true), terminal controls included, or,
+ * as by default (`raw` false), with C0 controls other than TAB, DEL, C1
+ * controls and the invisible format characters shown in the visible
+ * notation of `tcpchat_escape_text()`. Only for rooms whose every member is
+ * a program: a person at a terminal can be attacked with raw controls.
+ * Any thread, any time; it applies to the lines that arrive from then on.
+ */
+tcpchat_status tcpchat_room_set_raw_text(const tcpchat_room *room, bool raw);
 
 /**
  * Shut the room down, from any thread: every client gets a closing line

@@ -53,6 +53,7 @@ from ._errors import (
 from ._log import LogLevel, set_log_handler
 from ._room import LeaveReason, Room, RoomEvent, RoomEventKind, RoomStats
 from ._server import EchoStats, Server
+from ._text import escape_text
 from ._version import __version__
 from . import aio
 
@@ -105,6 +106,7 @@ __all__ = [
     "WouldBlockError",
     "__version__",
     "connect",
+    "escape_text",
     "library_path",
     "set_log_handler",
     "version",
