@@ -62,6 +62,8 @@ say "installing pytest, pytest-timeout, mypy, setuptools and the package (editab
 # setuptools here lets the package builds below run without build isolation,
 # so that they download nothing after the first run.
 "$PY" -m pip install -q pytest pytest-timeout mypy "setuptools>=77"
+# uvloop: tests/python/test_aio.py runs under it too (skipped where it does not install).
+"$PY" -m pip install -q uvloop || echo "run.sh: uvloop could not be installed; the uvloop variants of test_aio.py are skipped" >&2
 "$PY" -m pip install -q --no-build-isolation -e bindings/python
 (cd /tmp && env -u TCPCHAT_LIB "$PY" -c 'import tcpchat, os; p = os.path.realpath(tcpchat.__file__); assert p.startswith(os.path.realpath("'"$REPO"'/bindings/python")), p; assert tcpchat.library_path() == "'"$LIB"'", tcpchat.library_path()')
 
