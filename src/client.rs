@@ -11,14 +11,21 @@ use crate::log::{log_at, LogLevel};
 
 /// Resolve `host` (a name, an IPv4 literal, or an IPv6 literal with or
 /// without brackets) with `port` into every address it names.
+///
+/// The host is checked before any lookup: empty, longer than
+/// [`MAX_HOST_LEN`] bytes, or holding whitespace or a control character, it
+/// is refused with [`Error::InvalidArgument`] and never reaches the system
+/// resolver. The message quotes at most the first 64 characters.
 pub(crate) fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
-    if host.is_empty() {
-        return Err(Error::invalid("host must not be empty"));
-    }
+    check_host(host)?;
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
+    // Literals never reach the resolver (no lookup, no DNS traffic).
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
     let addrs: Vec<SocketAddr> = (bare, port)
         .to_socket_addrs()
         .map_err(|e| Error::Resolve {
@@ -33,6 +40,39 @@ pub(crate) fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
         });
     }
     Ok(addrs)
+}
+
+/// The longest host name accepted (the DNS limit for a name).
+const MAX_HOST_LEN: usize = 253;
+
+/// Refuse a host that no resolver should see: empty, too long, or with
+/// whitespace or control characters (`"127.0.0.1\n"`, `"127.0.0.1 "`).
+pub(crate) fn check_host(host: &str) -> Result<()> {
+    let quoted = || {
+        let mut q: String = host.chars().take(64).collect();
+        if q.len() < host.len() {
+            q.push_str("...");
+        }
+        format!("{q:?}")
+    };
+    if host.is_empty() {
+        return Err(Error::invalid("host must not be empty"));
+    }
+    if host.len() > MAX_HOST_LEN {
+        return Err(Error::invalid(format!(
+            "host {} is {} bytes long; a host name has at most {MAX_HOST_LEN}",
+            quoted(),
+            host.len()
+        )));
+    }
+    if let Some(c) = host.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(format!(
+            "host {} contains {}; a host is a name or an address, with no spaces or control characters",
+            quoted(),
+            if c.is_whitespace() { "whitespace" } else { "a control character" }
+        )));
+    }
+    Ok(())
 }
 
 /// Connect to `host`:`port` and return a framed connection.

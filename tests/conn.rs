@@ -468,10 +468,21 @@ fn connecting_where_nothing_listens_is_refused() {
 }
 
 #[test]
-fn an_unknown_host_is_a_resolve_error() {
-    let e = tcpchat::connect("no-such-host.invalid", 80, &Config::default()).unwrap_err();
-    assert_eq!(e.status(), Status::Resolve, "{e}");
-    assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
+fn malformed_hosts_are_refused_before_any_lookup() {
+    // None of these reaches the resolver (no test may cause a DNS lookup):
+    // each is refused by the check that runs first.
+    let long = "a".repeat(100_000);
+    for host in ["127.0.0.1\n", "127.0.0.1 ", " localhost", "local\thost", "a\0b", &long, ""] {
+        let e = tcpchat::connect(host, 80, &Config::default()).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{host:?}: {e}");
+        let e2 = tcpchat::Server::bind(host, 0, Config::default()).unwrap_err();
+        assert_eq!(e2.status(), Status::InvalidArgument, "{host:?}: {e2}");
+    }
+    let e = tcpchat::connect(&long, 80, &Config::default()).unwrap_err();
+    assert!(e.to_string().len() < 300, "the message quotes all of a 100 KB host: {} bytes", e.to_string().len());
+    assert!(e.to_string().contains("100000 bytes"), "{e}");
+    let e = tcpchat::connect(&"a".repeat(254), 80, &Config::default()).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
 }
 
 #[test]
