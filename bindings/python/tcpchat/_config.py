@@ -171,6 +171,8 @@ def _nonnegative_ms(name: str, seconds: float) -> int:
         raise TypeError(f"{name} must be a number of seconds")
     if math.isnan(seconds) or seconds < 0:
         raise InvalidArgumentError(f"{name} must be 0 or more seconds; got {seconds!r}")
+    if math.isinf(seconds):
+        return _U64_MAX  # as long as the library can wait
     return min(math.ceil(seconds * 1000), _U64_MAX)
 
 
@@ -178,7 +180,7 @@ def _size(name: str, value: int, maximum: int = 2**64 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < 0 or value > maximum:
-        raise InvalidArgumentError(f"{name} {value} is out of range")
+        raise InvalidArgumentError(f"{name} {value} is out of range (0 to {maximum})")
     return value
 
 

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
     ConnPtr = ctypes._Pointer[_ffi.tcpchat_conn]
 
+#: The most messages one :meth:`Connection.recv_many` call returns,
+#: whatever ``max`` it is given (it allocates room for that many lengths).
+RECV_MANY_CAP = 4096
+
 #: The receive buffer each connection starts with; it grows on demand to the
 #: largest message received (at most the max message size).
 INITIAL_RECV_BUFFER = 64 * 1024
@@ -370,12 +374,15 @@ class Connection:
         return None if msg is None else msg.decode(encoding, errors)
 
     def recv_many(self, max: int = 64) -> List[bytes]:  # noqa: A002 - the documented name
-        """Receive up to ``max`` messages in one library call: waits (up to
-        :attr:`read_timeout`) for the first, then takes every further one
-        already received. Returns an empty list at end of stream. Same errors
+        """Receive up to ``max`` messages (at most 4,096) in one library
+        call: waits (up to :attr:`read_timeout`) for the first, then takes
+        every further one already received. Returns an empty list at end of stream. Same errors
         as :meth:`recv`."""
         if isinstance(max, bool) or not isinstance(max, int) or max < 1:
             raise InvalidArgumentError(f"max must be a positive int, got {max!r}")
+        # The lengths array is allocated up front: cap it, so that a huge
+        # max cannot ask for gigabytes. More messages come with the next call.
+        max = min(max, RECV_MANY_CAP)
         self._acquire(self._recv_lock, self._read_timeout, "receiving")
         try:
             return self._recv_many(max)

@@ -85,9 +85,10 @@ class ClosedError(Error, builtins.ConnectionError):
     status = Status.CLOSED
 
 
-class MessageTooLargeError(Error):
-    """A message exceeds the maximum message size. Sending: nothing was sent.
-    Receiving: the peer's connection has been closed."""
+class MessageTooLargeError(Error, ValueError):
+    """A message exceeds the maximum message size. Sending: your message was
+    refused and nothing was sent (a ``ValueError``, as every refusal of an
+    argument is). Receiving: the peer's connection has been closed."""
 
     status = Status.MESSAGE_TOO_LARGE
 
