@@ -1,8 +1,8 @@
 /*
- * The C side of the tcpchat benchmark (issue 6): workloads A (ping-pong) and
- * B (one-way streaming) through the tcpchat C API and through a raw POSIX
- * sockets baseline (a buffered writer, a buffered reader that parses many
- * messages per read(), the same wire formats).
+ * The C side of the tcpchat benchmark (issue 6): workloads A (ping-pong),
+ * B (one-way streaming) and E (duplex) through the tcpchat C API and through
+ * a raw POSIX sockets baseline (a buffered writer, a buffered reader that
+ * parses many messages per read(), the same wire formats).
  *
  * benches/run.sh builds it (gcc -O2, linked against target/release) and runs
  * it once per measurement, collecting the `RESULT` line (one JSON object).
@@ -10,6 +10,14 @@
  *
  *     bench_c pingpong --impl tcpchat --count 20000
  *     bench_c stream --impl raw --framing line --size 64 --count 1000000
+ *     bench_c duplex --impl tcpchat --count 200000
+ *
+ * Duplex (E): one connection, one thread sending --count lines one call at
+ * a time while another thread receives them back one at a time from an echo
+ * peer (a raw byte echo, the same for both implementations): tcpchat through
+ * ONE handle used by the two threads at once (tcpchat_conn_send on one,
+ * tcpchat_conn_recv on the other), raw through one descriptor (one send()
+ * of a whole line per message; the buffered line reader).
  *
  * Both ends run in this process (a thread each) over 127.0.0.1. Every
  * message is checked: ping-pong compares each echo with what was sent;
@@ -567,15 +575,15 @@ static void stream_report(const char *impl, double secs, tally_t *t, uint64_t se
     }
 }
 
-static void stream_print(void)
+static void stream_print_as(const char *workload)
 {
     tally_t *t = &best.t;
     double secs = best.secs;
     size_t steady = t->count - t->steady_at;
-    printf("RESULT {\"lang\":\"c\",\"workload\":\"stream\",\"impl\":\"%s\",\"framing\":\"%s\",\"size\":%zu,"
+    printf("RESULT {\"lang\":\"c\",\"workload\":\"%s\",\"impl\":\"%s\",\"framing\":\"%s\",\"size\":%zu,"
            "\"count\":%zu,\"seconds\":%.6f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.2f,\"checksum\":\"%#llx\","
            "\"allocs_per_msg_recv\":%.6f,\"allocs_per_msg_send\":%.6f,\"trials_msgs_per_s\":[%s],\"ok\":true}\n",
-           best.impl, o.framing == FRAME ? "frame" : "line", o.size, t->count, secs, (double)t->count / secs,
+           workload, best.impl, o.framing == FRAME ? "frame" : "line", o.size, t->count, secs, (double)t->count / secs,
            (double)(t->count * o.size) / secs / 1e6, (unsigned long long)t->fold,
            (double)(t->steady_end - t->steady_base) / (double)(steady ? steady : 1),
            (double)best.send_allocs / (double)(o.count - o.count / 10 ? o.count - o.count / 10 : 1), best.rates);
@@ -719,12 +727,142 @@ static void stream_tcpchat(int per_msg)
     free(lens);
 }
 
+/* ----- E: duplex ------------------------------------------------------------- */
+
+/* The duplex peer: accept one connection, write back every byte read (64 KiB
+ * reads) until end of stream, then shut down and close. */
+static void *byte_echo(void *arg)
+{
+    int l = *(int *)arg;
+    int fd = accept(l, NULL, NULL);
+    sys_check(fd >= 0, "echo accept");
+    int one = 1;
+    sys_check(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0, "TCP_NODELAY");
+    uint8_t *buf = __libc_malloc(RAW_BUF);
+    for (;;) {
+        ssize_t n = read(fd, buf, RAW_BUF);
+        if (n < 0 && errno == EINTR)
+            continue;
+        sys_check(n >= 0, "echo read");
+        if (n == 0)
+            break;
+        raw_write_all(fd, buf, (size_t)n);
+    }
+    shutdown(fd, SHUT_WR);
+    close(fd);
+    close(l);
+    free(buf);
+    return NULL;
+}
+
+typedef struct {
+    tcpchat_conn *c; /* tcpchat */
+    int fd;          /* raw */
+    uint64_t allocs;
+    pthread_barrier_t *go;
+} duplex_sender_t;
+
+static void *duplex_tcpchat_sender(void *arg)
+{
+    duplex_sender_t *p = arg;
+    pthread_barrier_wait(p->go);
+    uint64_t base = t_allocs;
+    for (size_t i = 0; i < o.count; i++) {
+        if (i == o.count / 10)
+            base = t_allocs;
+        check(tcpchat_conn_send(p->c, pool_msg(i), o.size), "send");
+    }
+    p->allocs = t_allocs - base;
+    check(tcpchat_conn_shutdown_write(p->c), "shutdown_write");
+    return NULL;
+}
+
+static void *duplex_raw_sender(void *arg)
+{
+    duplex_sender_t *p = arg;
+    /* Each message with its newline, so that one send() carries a line. */
+    size_t w = o.size + 1;
+    uint8_t *wire = __libc_malloc(POOL * w);
+    for (size_t k = 0; k < POOL; k++) {
+        memcpy(wire + k * w, pool_msg(k), o.size);
+        wire[k * w + o.size] = '\n';
+    }
+    pthread_barrier_wait(p->go);
+    uint64_t base = t_allocs;
+    for (size_t i = 0; i < o.count; i++) {
+        if (i == o.count / 10)
+            base = t_allocs;
+        raw_write_all(p->fd, wire + (i % POOL) * w, w);
+    }
+    p->allocs = t_allocs - base;
+    shutdown(p->fd, SHUT_WR);
+    free(wire);
+    return NULL;
+}
+
+static void duplex(int tcpchat)
+{
+    int port;
+    int l = raw_listen(&port);
+    pthread_t echo, sender;
+    pthread_create(&echo, NULL, byte_echo, &l);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 2);
+    duplex_sender_t p = {.go = &go, .fd = -1};
+    tcpchat_config *cfg = NULL;
+    raw_t r;
+    if (tcpchat) {
+        cfg = make_config();
+        check(tcpchat_conn_connect("127.0.0.1", (uint16_t)port, cfg, &p.c), "connect");
+        pthread_create(&sender, NULL, duplex_tcpchat_sender, &p);
+    } else {
+        p.fd = raw_connect(port);
+        raw_init(&r, p.fd);
+        pthread_create(&sender, NULL, duplex_raw_sender, &p);
+    }
+    size_t cap = 65536, len;
+    uint8_t *buf = __libc_malloc(cap);
+    const uint8_t *m;
+    tally_t tl = {.fold = FOLD_INIT, .steady_at = o.count / 10};
+    pthread_barrier_wait(&go);
+    double t0 = now();
+    for (;;) {
+        if (tcpchat) {
+            tcpchat_status st = tcpchat_conn_recv(p.c, buf, cap, &len);
+            if (st == TCPCHAT_STATUS_CLOSED)
+                break;
+            check(st, "recv");
+            tally_take(&tl, buf, len);
+        } else {
+            if (!raw_recv(&r, &m, &len))
+                break;
+            tally_take(&tl, m, len);
+        }
+    }
+    double secs = now() - t0;
+    pthread_join(sender, NULL);
+    pthread_join(echo, NULL);
+    if (tcpchat) {
+        check(tcpchat_conn_close(p.c), "close");
+        tcpchat_conn_free(p.c);
+        tcpchat_config_free(cfg);
+    } else {
+        close(p.fd);
+        close(r.pfd[1].fd);
+        close(r.pfd[2].fd);
+        free(r.rbuf);
+        free(r.wbuf);
+    }
+    free(buf);
+    stream_report(tcpchat ? "tcpchat-2threads" : "raw", secs, &tl, p.allocs);
+}
+
 /* ----- main ------------------------------------------------------------------- */
 
 static void usage(const char *msg)
 {
     fprintf(stderr,
-            "bench_c: %s\nusage: bench_c pingpong|stream [--impl tcpchat|tcpchat-recv|raw|raw-poll1|raw-poll3] "
+            "bench_c: %s\nusage: bench_c pingpong|stream|duplex [--impl tcpchat|tcpchat-recv|raw|raw-poll1|raw-poll3] "
             "[--framing frame|line] [--size BYTES] [--count N] [--warmup N] [--trials N]\n"
             "  --trials N: stream N times (each checked) and report the fastest (default 1)\n",
             msg);
@@ -737,12 +875,13 @@ int main(int argc, char **argv)
         usage("a workload is needed");
     o.workload = argv[1];
     int pp = strcmp(o.workload, "pingpong") == 0;
-    if (!pp && strcmp(o.workload, "stream") != 0)
+    int dx = strcmp(o.workload, "duplex") == 0;
+    if (!pp && !dx && strcmp(o.workload, "stream") != 0)
         usage("unknown workload");
     o.impl = "tcpchat";
     o.framing = FRAME;
     o.size = 64;
-    o.count = pp ? 20000 : 1000000;
+    o.count = pp ? 20000 : dx ? 200000 : 1000000;
     o.warmup = 1000;
     o.trials = 1;
     for (int i = 2; i < argc; i += 2) {
@@ -768,6 +907,8 @@ int main(int argc, char **argv)
     }
     if (o.size == 0 || o.count == 0)
         usage("--size and --count must be positive");
+    if (dx)
+        o.framing = LINE;
     make_pool();
     int raw = !strcmp(o.impl, "raw") || !strcmp(o.impl, "raw-poll1") || !strcmp(o.impl, "raw-poll3");
     if (!raw && strcmp(o.impl, "tcpchat") && strcmp(o.impl, "tcpchat-recv"))
@@ -778,10 +919,14 @@ int main(int argc, char **argv)
         o.poll_fds = 3;
     if (pp)
         raw ? pingpong_raw() : pingpong_tcpchat();
-    else {
+    else if (dx) {
+        for (size_t k = 0; k < (o.trials ? o.trials : 1); k++)
+            duplex(!raw);
+        stream_print_as("duplex");
+    } else {
         for (size_t k = 0; k < (o.trials ? o.trials : 1); k++)
             raw ? stream_raw() : stream_tcpchat(!strcmp(o.impl, "tcpchat-recv"));
-        stream_print();
+        stream_print_as("stream");
     }
     return 0;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Python side of the tcpchat benchmark (issue 6).
 
-Workloads A (ping-pong) and B (one-way streaming), each through:
+Workloads A (ping-pong), B (one-way streaming) and E (duplex), each through:
 
 * ``tcpchat``: the Python binding (``bindings/python``); batches cross the
   FFI once (``send_many`` / ``recv_many``);
@@ -14,12 +14,22 @@ Workloads A (ping-pong) and B (one-way streaming), each through:
   every complete message out of each read (``bytes.split`` for lines).
 
 The measuring end runs in this process; the other end (the echo server of
-A, the sender of B) is this script again in a child process, so the two do
-not share a GIL. ``benches/run.sh`` runs it once per measurement and
+A, the sender of B, the byte echo of E) is this script again in a child
+process, so the two do not share a GIL.
+
+E, duplex: one connection, a thread sending ``--count`` lines one call at a
+time while the main thread receives them back from the echo peer (a plain
+socket writing back every byte it reads, the same peer for all): ``plain`` is
+one ``socket`` used by the two threads (``sendall(line + b"\\n")`` per line;
+``recv`` of 64 KiB split on newlines), TCP_NODELAY as tcpchat sets it;
+``tcpchat`` is ONE ``Connection`` used by the two threads (``send`` per line
+on one, ``recv_many(1024)`` on the other, the binding's counterpart of a
+64 KiB ``recv``); ``tcpchat-recv`` the same with ``recv`` per line. ``benches/run.sh`` runs it once per measurement and
 collects the ``RESULT`` line (one JSON object). By hand::
 
     python3 benches/bench_py.py pingpong --impl tcpchat --count 20000
     python3 benches/bench_py.py stream --impl plain --framing line --size 64 --count 1000000
+    python3 benches/bench_py.py duplex --impl tcpchat --count 200000
 
 Checks: every echo equals what was sent; a stream's receiver checks the
 count, every length, and the CRC-32 (``zlib.crc32``) of all payloads in
@@ -36,6 +46,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from typing import Any, Callable, Dict, List, Optional, Set
@@ -52,12 +63,13 @@ TIMEOUT_S = 60.0
 
 
 def load_tcpchat() -> Any:
-    """The binding from bindings/python, with the repository's release library
-    unless TCPCHAT_LIB says otherwise."""
+    """The binding from bindings/python (or the directory TCPCHAT_BINDING
+    names: ``run.sh --compare`` points it at another revision's), with the
+    repository's release library unless TCPCHAT_LIB says otherwise."""
     lib = os.path.join(ROOT, "target", "release", "libtcpchat.so")
     if "TCPCHAT_LIB" not in os.environ and os.path.exists(lib):
         os.environ["TCPCHAT_LIB"] = lib
-    sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+    sys.path.insert(0, os.environ.get("TCPCHAT_BINDING") or os.path.join(ROOT, "bindings", "python"))
     import tcpchat  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
 
     return tcpchat
@@ -144,6 +156,9 @@ def finish_peer(child: "subprocess.Popen[bytes]") -> None:
 
 def peer_main(args: argparse.Namespace) -> None:
     port = args.port
+    if args.role == "byteecho":
+        byte_echo(port)
+        return
     pool = make_pool(args.size)  # before connecting: the receiver's clock starts at accept
     if args.impl == "tcpchat":
         tc = load_tcpchat()
@@ -174,6 +189,22 @@ def peer_main(args: argparse.Namespace) -> None:
     sock.shutdown(socket.SHUT_WR)
     while sock.recv(4096):
         pass
+    sock.close()
+
+
+def byte_echo(port: int) -> None:
+    """The duplex peer: write back every byte read, until end of stream."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    nodelay(sock)
+    buf = bytearray(1 << 16)
+    view = memoryview(buf)
+    recv_into, sendall = sock.recv_into, sock.sendall
+    while True:
+        n = recv_into(buf)
+        if n == 0:
+            break
+        sendall(view[:n])
+    sock.shutdown(socket.SHUT_WR)
     sock.close()
 
 
@@ -456,11 +487,124 @@ def stream(args: argparse.Namespace) -> Dict[str, Any]:
     }
 
 
+# ----- E: duplex ---------------------------------------------------------------------
+
+
+def duplex(args: argparse.Namespace) -> Dict[str, Any]:
+    pool = make_pool(args.size)
+    want_crc = expected_crc(pool, args.count)
+    total = args.count
+    count = 0
+    crc = 0
+    lengths: Set[int] = set()
+    crc32 = zlib.crc32
+    go = threading.Barrier(2)
+    failed: List[str] = []
+    if args.impl in ("tcpchat", "tcpchat-recv"):
+        tc = load_tcpchat()
+        server = tc.Server("127.0.0.1", 0, framing="line", read_timeout=TIMEOUT_S)
+        child = spawn_peer(args, "byteecho", server.port)
+        conn = server.accept(timeout=TIMEOUT_S)
+
+        def send_all() -> None:
+            try:
+                send = conn.send
+                go.wait()
+                for i in range(total):
+                    send(pool[i % POOL])
+                conn.shutdown_write()
+            except Exception as e:  # reported by the receiving side
+                failed.append(repr(e))
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        recv, recv_many, join = conn.recv, conn.recv_many, b"".join
+        go.wait()
+        t0 = time.perf_counter()
+        if args.impl == "tcpchat":
+            while True:
+                msgs = recv_many(1024)
+                if not msgs:
+                    break
+                count += len(msgs)
+                lengths.update(map(len, msgs))
+                crc = crc32(join(msgs), crc)
+        else:
+            while True:
+                m = recv()
+                if m is None:
+                    break
+                count += 1
+                lengths.add(len(m))
+                crc = crc32(m, crc)
+        secs = time.perf_counter() - t0
+        sender.join()
+        conn.close()
+        server.close()
+    else:
+        listener = socket.create_server(("127.0.0.1", 0))
+        child = spawn_peer(args, "byteecho", listener.getsockname()[1])
+        listener.settimeout(TIMEOUT_S)
+        sock, _ = listener.accept()
+        sock.settimeout(None)
+        listener.close()
+        nodelay(sock)
+
+        def send_all() -> None:
+            try:
+                sendall = sock.sendall
+                go.wait()
+                for i in range(total):
+                    sendall(pool[i % POOL] + b"\n")
+                sock.shutdown(socket.SHUT_WR)
+            except Exception as e:  # reported by the receiving side
+                failed.append(repr(e))
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        recv, join = sock.recv, b"".join
+        pending = b""
+        go.wait()
+        t0 = time.perf_counter()
+        while True:
+            data = recv(LINE_READ)
+            if not data:
+                break
+            if pending:
+                data = pending + data
+            msgs = data.split(b"\n")
+            pending = msgs.pop()
+            count += len(msgs)
+            lengths.update(map(len, msgs))
+            crc = crc32(join(msgs), crc)
+        secs = time.perf_counter() - t0
+        sender.join()
+        if pending:
+            fail("the stream ended inside a line")
+        sock.close()
+    finish_peer(child)
+    if failed:
+        fail(f"the sending thread failed: {failed[0]}")
+    if count != args.count:
+        fail(f"received {count} messages back, sent {args.count}")
+    if lengths != {args.size}:
+        fail(f"message lengths {sorted(lengths)[:5]}, expected {args.size}")
+    if crc != want_crc:
+        fail(f"CRC-32 {crc:#x}, expected {want_crc:#x}")
+    return {
+        "workload": "duplex",
+        "count": count,
+        "seconds": secs,
+        "msgs_per_s": count / secs,
+        "checksum": f"crc32:{crc:#010x}",
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("workload", choices=["pingpong", "stream", "_peer"])
+    p.add_argument("workload", choices=["pingpong", "stream", "duplex", "_peer"])
     p.add_argument("role", nargs="?", default="", help=argparse.SUPPRESS)
-    p.add_argument("--impl", choices=["tcpchat", "tutorial", "plain"], default="tcpchat")
+    p.add_argument("--impl", choices=["tcpchat", "tcpchat-recv", "tutorial", "plain"], default="tcpchat")
     p.add_argument("--framing", choices=["frame", "line"], default="frame")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--count", type=int)
@@ -468,15 +612,24 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.count is None:
-        args.count = 20000 if args.workload == "pingpong" else 1000000
+        args.count = {"pingpong": 20000, "duplex": 200000}.get(args.workload, 1000000)
     if args.size <= 0 or args.count <= 0:
         p.error("--size and --count must be positive")
     if args.workload == "_peer":
         peer_main(args)
         return
-    run: Callable[[argparse.Namespace], Dict[str, Any]] = pingpong if args.workload == "pingpong" else stream
+    if args.impl == "tcpchat-recv" and args.workload != "duplex":
+        p.error("--impl tcpchat-recv is for duplex only")
+    runs: Dict[str, Callable[[argparse.Namespace], Dict[str, Any]]] = {
+        "pingpong": pingpong,
+        "stream": stream,
+        "duplex": duplex,
+    }
+    run = runs[args.workload]
     if args.workload == "pingpong":
         args.framing = "frame"
+    if args.workload == "duplex":
+        args.framing = "line"
     result = run(args)
     out: Dict[str, Any] = {"lang": "python", "impl": args.impl, "framing": args.framing, "size": args.size}
     out.update(result)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turn the measurements of one `benches/run.sh` run into the markdown table.
 
-    python3 benches/report.py RESULTS.jsonl [--quick]
+    python3 benches/report.py RESULTS.jsonl [--quick] [--compare]
 
 RESULTS.jsonl has one line per measurement, written by run.sh:
 ``{"id": ..., "rep": N, "pinned": true|false, "result": {...} | null,
@@ -10,6 +10,11 @@ printed table) instead of a result. Each row of the table is one workload
 and implementation: the median over the repetitions, the min–max, and the
 ratio to the raw baseline measured in the same run. Exits 1 when a
 measurement failed or a count is not what was asked for.
+
+With ``--compare`` (the results of ``run.sh --compare REV``) the ids end in
+``@new`` or ``@old``, one of each per repetition ("pair"), and the table
+puts the two builds side by side: each one's median, and the median over the
+pairs of the ratio new / old of the two measured one right after the other.
 """
 
 from __future__ import annotations
@@ -36,6 +41,16 @@ IMPL_NAMES = {
     "py/tutorial": "Python `socket`, tutorial style (one call per message)",
     "py/plain": "Python `socket`, best plain (batched `sendall`, parse many per `recv`)",
     "py/tcpchat": "Python tcpchat binding",
+}
+
+DUPLEX_NAMES = {
+    "rust/raw": "Rust raw `std::net` (the stream and its `try_clone`; `write_all` per line, `BufReader`)",
+    "rust/tcpchat": "Rust tcpchat API (`Conn::split`: `send` per line / `recv_into` per line)",
+    "c/raw": "C raw POSIX sockets (one descriptor; `send()` per line, the buffered line reader)",
+    "c/tcpchat": "C tcpchat API (ONE handle: `tcpchat_conn_send` / `tcpchat_conn_recv` per line)",
+    "py/plain": "Python `socket` (one socket; `sendall(line + b\"\\n\")` per line / `recv(65536)` + `split`)",
+    "py/tcpchat": "Python tcpchat binding (ONE `Connection`: `send` per line / `recv_many(1024)`)",
+    "py/tcpchat-recv": "Python tcpchat binding (ONE `Connection`: `send` per line / `recv` per line)",
 }
 
 
@@ -144,6 +159,70 @@ def verdict(ok: bool, quick: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
+COMPARE_ROWS = [
+    ("A-pinned/rust/raw", "A ping-pong, 64 B frames, pinned (`taskset -c`)", "Rust raw `std::net` (control: no library code)"),
+    ("A-pinned/rust/tcpchat", "A ping-pong, 64 B frames, pinned (`taskset -c`)", IMPL_NAMES["rust/tcpchat"]),
+    ("A-pinned/c/tcpchat", "A ping-pong, 64 B frames, pinned (`taskset -c`)", IMPL_NAMES["c/tcpchat"]),
+    ("A-pinned/py/tcpchat", "A ping-pong, 64 B frames, pinned (`taskset -c`)", IMPL_NAMES["py/tcpchat"]),
+] + [
+    (f"B/{fr}/{sz}/{impl}", f"B streaming, {sz} B, {fr}", name)
+    for fr in ("frame", "line")
+    for sz in (64, 4096)
+    for impl, name in (
+        ("c/raw", "C raw POSIX sockets (control: no library code)"),
+        ("rust/tcpchat-batch", IMPL_NAMES["rust/tcpchat-batch"]),
+        ("rust/tcpchat-into", IMPL_NAMES["rust/tcpchat-into"]),
+        ("c/tcpchat-many", IMPL_NAMES["c/tcpchat-many"]),
+        ("c/tcpchat-recv", IMPL_NAMES["c/tcpchat-recv"]),
+        ("py/tcpchat", IMPL_NAMES["py/tcpchat"]),
+    )
+]
+
+
+def compare_table(rows: Rows, meta: Dict[str, Any], quick: bool) -> List[str]:
+    """The two builds side by side (results of `run.sh --compare`)."""
+    out: List[str] = []
+    w = out.append
+    w(f"new: {meta.get('new', '?')}  ")
+    w(f"old: {meta.get('old', '?')}")
+    w("")
+    w(
+        "| workload | implementation | new (median) | old (median) | new / old (median of per-pair ratios) "
+        "| min–max of the per-pair ratios | pairs | within 3% |"
+    )
+    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for rid, workload, name in COMPARE_ROWS:
+        new, old = rows.get(rid + "@new", []), rows.get(rid + "@old", [])
+        if not new or not old:
+            continue
+        key, unit, lower_better = (
+            ("rtt_median_us", "µs RTT", True) if rid.startswith("A") else ("msgs_per_s", "msg/s", False)
+        )
+        old_by_rep = {r.get("rep"): r[key] for r in old if key in r}
+        ratios = [r[key] / old_by_rep[r.get("rep")] for r in new if key in r and old_by_rep.get(r.get("rep"))]
+        if not ratios:
+            continue
+        rm = med(ratios)
+        nm, om = med([r[key] for r in new]), med([r[key] for r in old])
+        fmt = (lambda x: f"{x:.2f} {unit}") if lower_better else (lambda x: f"{fmt_num(x)} {unit}")
+        slower = rm - 1 if lower_better else 1 - rm
+        if quick:
+            verdict_txt = "(not judged in quick mode)"
+        elif "control" in name:
+            verdict_txt = "(control: the noise)"
+        else:
+            verdict_txt = ("**yes**" if slower <= 0.03 else "**no**") + (
+                f" ({slower * 100:+.1f}% slower)" if slower > 0 else f" ({-slower * 100:.1f}% faster)"
+            )
+        w(
+            f"| {workload} | {name} | {fmt(nm)} | {fmt(om)} | {rm:.3f} | {min(ratios):.3f}–{max(ratios):.3f} "
+            f"| {len(ratios)} | {verdict_txt} |"
+        )
+    w("")
+    w("RTT: a ratio above 1 is slower; messages per second: a ratio below 1 is slower.")
+    return out
+
+
 def main() -> int:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     quick = "--quick" in sys.argv
@@ -151,6 +230,21 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     rows, failures, meta = load(args[0])
+    if "--compare" in sys.argv:
+        print("\n".join(compare_table(rows, meta, quick)))
+        print()
+        if meta.get("load_before") or meta.get("load_after"):
+            print(
+                f"Load average (1, 5, 15 min) before the run: {meta.get('load_before', '?')}; "
+                f"after: {meta.get('load_after', '?')}."
+            )
+        if failures:
+            print()
+            print("FAILED measurements:")
+            for f in failures:
+                print(f"- {f}")
+            return 1
+        return 0
     reps = meta.get("reps", "?")
     out: List[str] = []
     w = out.append
@@ -258,6 +352,38 @@ def main() -> int:
                     f"| {fmt_num(s[0])} msg/s | {fmt_num(s[1])}–{fmt_num(s[2])} | {mb[0]:.0f} MB/s{allocs} "
                     f"| {ratio} | {target} |"
                 )
+
+    # ----- E: duplex -----
+    if any(k.startswith("E/") for k in rows):
+        count = rows[next(k for k in rows if k.startswith("E/"))][0]["count"]
+        py_sock = "E/py/plain"
+        for impl in ("rust/raw", "rust/tcpchat", "c/raw", "c/tcpchat", "py/plain", "py/tcpchat", "py/tcpchat-recv"):
+            rid = "E/" + impl
+            s = stat(rows, rid, "msgs_per_s")
+            if s is None:
+                continue
+            lang = impl.split("/")[0]
+            parts = []
+            if impl == "py/plain":
+                parts.append("1.00 (baseline)")
+            else:
+                if impl in ("rust/tcpchat", "c/tcpchat"):
+                    r = pratio(rows, rid, f"E/{lang}/raw", "msgs_per_s")
+                    if r:
+                        parts.append(f"{r:.2f}× raw {'std::net' if lang == 'rust' else 'C'}")
+                r = pratio(rows, rid, py_sock, "msgs_per_s")
+                if r:
+                    parts.append(f"{r:.2f}× Python socket")
+            allocs = ""
+            if "tcpchat" in impl and "allocs_per_msg_recv" in rows[rid][0]:
+                ar = max(x["allocs_per_msg_recv"] for x in rows[rid])
+                asend = max(x["allocs_per_msg_send"] for x in rows[rid])
+                allocs = f"heap allocs per message: recv {ar:.3g}, send {asend:.3g}"
+            w(
+                f"| E duplex, {count:,} × 64 B lines, one thread sending, one receiving, through an echo "
+                f"| {DUPLEX_NAMES.get(impl, impl)} | no | {fmt_num(s[0])} msg/s | {fmt_num(s[1])}–{fmt_num(s[2])} "
+                f"| {allocs} | {'; '.join(parts) or '—'} | (no target) |"
+            )
 
     # ----- C and D: the room -----
     room = rows.get("room", [])

@@ -5,6 +5,8 @@
 #   bash benches/run.sh --quick    # small counts, 1 repetition: for CI (well under a minute)
 #   bash benches/run.sh --reps 9   # more repetitions
 #   bash benches/run.sh --only 'B/frame/64/' --no-room   # a subset (ids: see target/bench/full/results.jsonl)
+#   bash benches/run.sh --compare REV          # ping-pong and streaming: REV's library against this tree's
+#   bash benches/run.sh --compare REV..REV2    # ... against REV2's (both built in worktrees under target/)
 #
 # It builds what it needs (the release library and examples, the Rust bench
 # binary benches/throughput.rs, the C program benches/bench_c.c with gcc -O2
@@ -28,8 +30,27 @@
 # (`taskset -c`), which is how the targets are judged (without pinning, the
 # wake-up of the other, idle CPU dominates the round trip), and unpinned.
 #
+# Duplex (workload E): one connection, one thread sending and another
+# receiving, through a byte-echo peer, for tcpchat in Rust (Conn::split), C
+# (one handle, two threads) and Python (one Connection, two threads), next to
+# raw std::net, raw C and Python's socket module doing the same.
+#
+# --compare REV: the speed rule of the full-duplex change ("the single-threaded
+# paths do not pay for it"). REV is checked out in a git worktree under
+# target/compare/ and its library built there (its own CARGO_TARGET_DIR),
+# with TODAY's benchmark programs (benches/throughput.rs is copied in;
+# bench_c.c is compiled against REV's header and library; bench_py.py loads
+# REV's binding with REV's library). Then the ping-pong (pinned) and
+# streaming measurements of the tcpchat rows run for both builds, each
+# measurement for one build right after the same for the other (the order
+# alternating), --reps times (default 7), plus one raw row per workload that
+# does not use the library at all (a control: its ratio shows the noise).
+# The table gives each build's median and the median of the per-pair ratios.
+# The worktrees are removed at the end (the build caches under
+# target/compare/ stay, for the next run).
+#
 # Output: the table on stdout (also written to target/bench/MODE/table.md,
-# MODE = full or quick); the raw measurements in target/bench/MODE/results.jsonl;
+# MODE = full, quick or compare); the raw measurements in target/bench/MODE/results.jsonl;
 # each run's log in target/bench/MODE/logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,15 +60,18 @@ QUICK=0
 REPS=
 ROOM=1
 ONLY=
+COMPARE=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
+        --compare) COMPARE=${2:?--compare needs a revision (REV or REV..REV2)}; shift ;;
+        --compare=*) COMPARE=${1#--compare=} ;;
         --reps) REPS=${2:?--reps needs a number}; shift ;;
         --reps=*) REPS=${1#--reps=} ;;
         --no-room) ROOM=0 ;;
         --only) ONLY=${2:?--only needs a regular expression}; shift ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
-        *) echo "run.sh: unknown argument $1 (use --quick, --reps N, --only REGEX, --no-room)" >&2; exit 2 ;;
+        -h|--help) sed -n '2,55p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument $1 (use --quick, --reps N, --only REGEX, --no-room, --compare REV)" >&2; exit 2 ;;
     esac
     shift
 done
@@ -56,12 +80,15 @@ if [ "$QUICK" = 1 ]; then
     REPS=${REPS:-1}
     A_COUNT=2000; A_WARMUP=100
     B_SMALL=20000; B_BIG=2000
+    E_COUNT=5000
     TRIALS=1
     ROOM_ARGS=(--quick)
     RUN_TIMEOUT=60
 else
     A_COUNT=20000; A_WARMUP=1000
     B_SMALL=1000000; B_BIG=200000
+    E_COUNT=200000
+    if [ -n "$COMPARE" ]; then REPS=${REPS:-7}; fi
     REPS=${REPS:-5}
     TRIALS=3
     ROOM_ARGS=()
@@ -76,6 +103,7 @@ die() { say "$*"; exit 1; }
 # waits for the first instead of overwriting its files.
 MODE=full
 [ "$QUICK" = 1 ] && MODE=quick
+[ -n "$COMPARE" ] && MODE=compare
 OUT=$ROOT/target/bench/$MODE
 LOGS=$OUT/logs
 mkdir -p "$LOGS"
@@ -95,7 +123,8 @@ RESULTS=$OUT/results.jsonl
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 say "building (cargo build --release --examples; cargo bench --no-run; gcc -O2)"
 cargo build --release --lib --examples >&2 || die "cargo build failed"
-RUST_BENCH=$(cargo bench --bench throughput --no-run --message-format=json 2>/dev/null |
+# The bench executable named in `cargo bench --no-run --message-format=json`.
+bench_exe() {
     python3 -c '
 import json, sys
 exe = ""
@@ -106,7 +135,9 @@ for line in sys.stdin:
         continue
     if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "throughput" and m.get("executable"):
         exe = m["executable"]
-print(exe)')
+print(exe)'
+}
+RUST_BENCH=$(cargo bench --bench throughput --no-run --message-format=json 2>/dev/null | bench_exe)
 [ -n "$RUST_BENCH" ] && [ -x "$RUST_BENCH" ] || die "building benches/throughput.rs failed (try: cargo bench --bench throughput --no-run)"
 C_BENCH=$OUT/bench_c
 ${CC:-gcc} -O2 -std=c11 -Wall -Wextra -I"$ROOT/include" "$ROOT/benches/bench_c.c" -o "$C_BENCH" \
@@ -178,10 +209,136 @@ print(json.dumps({"id": "room", "rep": int(rep), "ok": ok == "true", "room": txt
         "$rep" "$ok" "$txt" "$log" >>"$RESULTS"
 }
 
+# ----- --compare: two builds side by side -----------------------------------------
+
+CMP=$ROOT/target/compare
+WORKTREES=()
+cleanup_worktrees() {
+    for wt in ${WORKTREES[@]+"${WORKTREES[@]}"}; do
+        git -C "$ROOT" worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"
+    done
+    git -C "$ROOT" worktree prune >/dev/null 2>&1 || true
+}
+
+# build_rev NAME REV: REV's library (in a worktree, with its own target
+# directory) and today's benchmark programs built against it. Sets
+# NAME_RUST, NAME_C, NAME_LIB and NAME_BINDING.
+build_rev() {
+    local name=$1 rev=$2
+    local sha
+    sha=$(git -C "$ROOT" rev-parse --verify --quiet "$rev^{commit}") || die "--compare: no revision $rev"
+    local wt=$CMP/$name-src tgt=$CMP/$name-target
+    mkdir -p "$CMP"
+    if [ -e "$wt" ]; then git -C "$ROOT" worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"; fi
+    git -C "$ROOT" worktree prune
+    say "$name: $rev ($(git -C "$ROOT" log -1 --format='%h %s' "$sha")) in $wt"
+    git -C "$ROOT" worktree add --detach "$wt" "$sha" >&2 || die "git worktree add $rev failed"
+    WORKTREES+=("$wt")
+    # Today's measurement code (the tcpchat duplex left out where the
+    # revision has no Conn::split).
+    cp "$ROOT/benches/throughput.rs" "$wt/benches/throughput.rs"
+    local flags=()
+    if ! grep -q "pub fn split" "$wt/src/conn.rs"; then
+        flags=(RUSTFLAGS="--cfg tcpchat_bench_no_split")
+    fi
+    (cd "$wt" && env CARGO_TARGET_DIR="$tgt" TCPCHAT_NO_HEADER_UPDATE=1 ${flags[@]+"${flags[@]}"} \
+        cargo build --release --lib) >&2 || die "$name: cargo build failed"
+    local exe
+    exe=$(cd "$wt" && env CARGO_TARGET_DIR="$tgt" ${flags[@]+"${flags[@]}"} \
+        cargo bench --bench throughput --no-run --message-format=json 2>/dev/null | bench_exe)
+    [ -n "$exe" ] && [ -x "$exe" ] || die "$name: building benches/throughput.rs failed"
+    ${CC:-gcc} -O2 -std=c11 -Wall -Wextra -I"$wt/include" "$ROOT/benches/bench_c.c" -o "$CMP/$name-bench_c" \
+        -L"$tgt/release" -ltcpchat -Wl,-rpath,"$tgt/release" -lpthread >&2 ||
+        die "$name: building benches/bench_c.c failed"
+    printf -v "${name}_RUST" '%s' "$exe"
+    printf -v "${name}_C" '%s' "$CMP/$name-bench_c"
+    printf -v "${name}_LIB" '%s' "$tgt/release/libtcpchat.so"
+    printf -v "${name}_BINDING" '%s' "$wt/bindings/python"
+    printf -v "${name}_DESC" '%s' "$(git -C "$ROOT" log -1 --format='%h (%s)' "$sha")"
+}
+
+# One measurement for both builds, one right after the other (the order
+# alternating with the repetition): compare_one ID PINNED COUNT KIND ARGS...,
+# KIND being rust, c or py.
+compare_one() {
+    local id=$1 pinned=$2 count=$3 kind=$4
+    shift 4
+    local sides=(new old)
+    if [ $((rep % 2)) = 0 ]; then sides=(old new); fi
+    local side
+    for side in "${sides[@]}"; do
+        local rust_v=${side}_RUST c_v=${side}_C lib_v=${side}_LIB bind_v=${side}_BINDING
+        case $kind in
+            rust) measure "$id@$side" "$pinned" "$count" "${!rust_v}" "$@" ;;
+            c) measure "$id@$side" "$pinned" "$count" "${!c_v}" "$@" ;;
+            py) measure "$id@$side" "$pinned" "$count" env TCPCHAT_LIB="${!lib_v}" \
+                    TCPCHAT_BINDING="${!bind_v}" "$PY" benches/bench_py.py "$@" ;;
+        esac
+    done
+}
+
+compare_main() {
+    trap cleanup_worktrees EXIT
+    local old_rev=${COMPARE%%..*} new_rev=
+    case $COMPARE in *..*) new_rev=${COMPARE#*..} ;; esac
+    build_rev old "$old_rev"
+    if [ -n "$new_rev" ]; then
+        build_rev new "$new_rev"
+    else
+        new_RUST=$RUST_BENCH new_C=$C_BENCH new_LIB=$TCPCHAT_LIB new_BINDING=$ROOT/bindings/python
+        new_DESC="the working tree of $(git -C "$ROOT" log -1 --format='%h (%s)' HEAD)"
+        if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- src bindings include)" ]; then
+            new_DESC="$new_DESC, with uncommitted changes in src/, bindings/ or include/"
+        fi
+    fi
+    "$PY" -c 'import json, sys; print(json.dumps({"meta": {"compare": True, "new": sys.argv[1], "old": sys.argv[2]}}))' \
+        "$new_DESC" "$old_DESC" >>"$RESULTS"
+    local tr=(--trials "$TRIALS") pp=(pingpong --size 64 --count "$A_COUNT" --warmup "$A_WARMUP")
+    for rep in $(seq 1 "$REPS"); do
+        say "pair $rep of $REPS"
+        # A, pinned: raw std::net (a control: no library code), then the tcpchat rows.
+        compare_one "A-pinned/rust/raw" true "$A_COUNT" rust "${pp[@]}" --impl raw
+        compare_one "A-pinned/rust/tcpchat" true "$A_COUNT" rust "${pp[@]}" --impl tcpchat
+        compare_one "A-pinned/c/tcpchat" true "$A_COUNT" c "${pp[@]}" --impl tcpchat
+        compare_one "A-pinned/py/tcpchat" true "$A_COUNT" py "${pp[@]}" --impl tcpchat
+        for framing in frame line; do
+            for size in 64 4096; do
+                local count=$B_SMALL
+                [ $size = 4096 ] && count=$B_BIG
+                local st=(stream --framing $framing --size $size --count "$count") id=B/$framing/$size
+                compare_one "$id/c/raw" false "$count" c "${st[@]}" "${tr[@]}" --impl raw
+                compare_one "$id/rust/tcpchat-batch" false "$count" rust "${st[@]}" "${tr[@]}" --impl tcpchat --recv batch
+                compare_one "$id/rust/tcpchat-into" false "$count" rust "${st[@]}" "${tr[@]}" --impl tcpchat --recv into
+                compare_one "$id/c/tcpchat-many" false "$count" c "${st[@]}" "${tr[@]}" --impl tcpchat
+                compare_one "$id/c/tcpchat-recv" false "$count" c "${st[@]}" "${tr[@]}" --impl tcpchat-recv
+                compare_one "$id/py/tcpchat" false "$count" py "${st[@]}" --impl tcpchat
+            done
+        done
+    done
+    local load_after
+    load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+    printf '{"meta":{"load_after":"%s"}}\n' "$load_after" >>"$RESULTS"
+    say "load average after: $load_after"
+    local quick_flag=()
+    [ "$QUICK" = 1 ] && quick_flag=(--quick)
+    "$PY" benches/report.py "$RESULTS" --compare "${quick_flag[@]}" | tee "$OUT/table.md"
+    local report_rc=${PIPESTATUS[0]}
+    if [ "$failed" -gt 0 ] || [ "$report_rc" -ne 0 ]; then
+        say "FAILED: $failed measurement(s) failed (see above)"
+        return 1
+    fi
+    say "all measurements completed with the right counts and checksums"
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 printf '{"meta":{"reps":%d,"quick":%s,"a_count":%d,"pin_cpu":%d,"load_before":"%s"}}\n' \
     "$REPS" "$([ "$QUICK" = 1 ] && echo true || echo false)" "$A_COUNT" "$PIN_CPU" "$load_before" >>"$RESULTS"
 say "$( [ "$QUICK" = 1 ] && echo quick mode, ) $REPS repetition(s); load average before: $load_before"
+
+if [ -n "$COMPARE" ]; then
+    compare_main
+    exit $?
+fi
 
 for rep in $(seq 1 "$REPS"); do
     say "repetition $rep of $REPS"
@@ -223,6 +380,16 @@ for rep in $(seq 1 "$REPS"); do
             measure "$id/py/tcpchat" false "$count" "$PY" benches/bench_py.py "${st[@]}" --impl tcpchat
         done
     done
+    # E: duplex, one connection, a sending and a receiving thread, through
+    # a byte echo. Rust and C: the fastest of $TRIALS runs (each checked).
+    dx=(duplex --count "$E_COUNT")
+    measure "E/rust/raw" false "$E_COUNT" "$RUST_BENCH" "${dx[@]}" "${tr[@]}" --impl raw
+    measure "E/rust/tcpchat" false "$E_COUNT" "$RUST_BENCH" "${dx[@]}" "${tr[@]}" --impl tcpchat
+    measure "E/c/raw" false "$E_COUNT" "$C_BENCH" "${dx[@]}" "${tr[@]}" --impl raw
+    measure "E/c/tcpchat" false "$E_COUNT" "$C_BENCH" "${dx[@]}" "${tr[@]}" --impl tcpchat
+    measure "E/py/plain" false "$E_COUNT" "$PY" benches/bench_py.py "${dx[@]}" --impl plain
+    measure "E/py/tcpchat" false "$E_COUNT" "$PY" benches/bench_py.py "${dx[@]}" --impl tcpchat
+    measure "E/py/tcpchat-recv" false "$E_COUNT" "$PY" benches/bench_py.py "${dx[@]}" --impl tcpchat-recv
     # C and D: the room (examples/room_bench, which runs examples/chat_room).
     if [ "$ROOM" = 1 ]; then room; fi
 done

@@ -1,12 +1,22 @@
-//! The Rust side of the tcpchat benchmark (issue 6): workloads A (ping-pong)
-//! and B (one-way streaming) through the tcpchat Rust API and through a raw
-//! `std::net` baseline (`BufReader`/`BufWriter`, the same wire formats).
+//! The Rust side of the tcpchat benchmark (issue 6): workloads A (ping-pong),
+//! B (one-way streaming) and E (duplex) through the tcpchat Rust API and
+//! through a raw `std::net` baseline (`BufReader`/`BufWriter`, the same wire
+//! formats).
 //!
 //! `benches/run.sh` runs it once per measurement and collects the `RESULT`
 //! line it prints (one JSON object). By hand:
 //!
 //!     cargo bench --bench throughput -- pingpong --impl tcpchat --count 20000
 //!     cargo bench --bench throughput -- stream --impl raw --framing line --size 64 --count 1000000
+//!     cargo bench --bench throughput -- duplex --impl tcpchat --count 200000
+//!
+//! Duplex (E): one connection, one thread sending `--count` lines one `send`
+//! at a time while another receives them back, one at a time, from an echo
+//! peer (a byte echo over `std::net`, the same for both implementations):
+//! tcpchat through `Conn::split` (the halves on two threads), raw through a
+//! `TcpStream` and its `try_clone`. Built with `--cfg tcpchat_bench_no_split`
+//! (what `run.sh --compare` does for a revision before `Conn::split`) it
+//! leaves the tcpchat duplex out.
 //!
 //! Both ends run in this process (a thread each), over 127.0.0.1. Every
 //! message is checked: ping-pong compares each echo with what was sent;
@@ -14,6 +24,8 @@
 //! of every payload byte (see `Fold`). A wrong count or checksum prints
 //! `FAILED` and exits 1. A counting global allocator reports the heap
 //! allocations made per message in the steady state of each thread.
+
+#![allow(unexpected_cfgs)] // tcpchat_bench_no_split: see above
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -118,12 +130,15 @@ fn expected_fold(pool: &[Vec<u8>], count: usize) -> Fold {
 
 // ----- options ------------------------------------------------------------------
 
-const USAGE: &str = "usage: throughput pingpong|stream [--impl tcpchat|raw] [--framing frame|line]
+const USAGE: &str = "usage: throughput pingpong|stream|duplex [--impl tcpchat|raw] [--framing frame|line]
                   [--size BYTES] [--count N] [--warmup N] [--recv batch|into] [--trials N]
   pingpong: --count round trips of --size bytes after --warmup (default 20000, 64, 1000)
   stream:   --count messages of --size bytes one way (default 1000000, 64);
             --recv batch (recv_batch, the default) or into (recv_into per message);
-            --trials N: N transfers (each checked), the fastest reported (default 1)";
+            --trials N: N transfers (each checked), the fastest reported (default 1)
+  duplex:   --count lines of --size bytes sent by one thread and received back
+            by another on one connection, through a byte echo (default 200000, 64);
+            --trials as for stream";
 
 #[derive(Clone)]
 struct Opts {
@@ -140,7 +155,7 @@ struct Opts {
 fn parse() -> Opts {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let workload = args.next().unwrap_or_else(|| usage("a workload is needed"));
-    if workload != "pingpong" && workload != "stream" {
+    if !["pingpong", "stream", "duplex"].contains(&workload.as_str()) {
         usage(&format!("unknown workload {workload:?}"));
     }
     let mut o = Opts {
@@ -148,7 +163,11 @@ fn parse() -> Opts {
         imp: "tcpchat".into(),
         framing: Framing::Frame,
         size: 64,
-        count: if workload == "pingpong" { 20_000 } else { 1_000_000 },
+        count: match workload.as_str() {
+            "pingpong" => 20_000,
+            "duplex" => 200_000,
+            _ => 1_000_000,
+        },
         warmup: 1_000,
         recv: "batch".into(),
         trials: 1,
@@ -170,6 +189,9 @@ fn parse() -> Opts {
     }
     if o.size == 0 || o.count == 0 {
         usage("--size and --count must be positive");
+    }
+    if o.workload == "duplex" {
+        o.framing = Framing::Line;
     }
     o
 }
@@ -203,6 +225,7 @@ fn main() {
     let r = match (o.workload.as_str(), o.imp.as_str()) {
         ("pingpong", "tcpchat") => pingpong_tcpchat(&o),
         ("pingpong", _) => pingpong_raw(&o),
+        ("duplex", _) => duplex_trials(&o),
         _ => stream_trials(&o),
     };
     match r {
@@ -630,5 +653,156 @@ fn stream_raw(o: &Opts) -> R<(Stream, Fold)> {
     let elapsed = started.elapsed();
     end.w.get_ref().shutdown(Shutdown::Write).map_err(e("shutdown"))?;
     let send_allocs = sender.join().map_err(|_| "the sender panicked")??;
+    Ok((tally.finish(elapsed, send_allocs, o.count)?, expected))
+}
+
+// ----- E: duplex -------------------------------------------------------------------
+
+/// The peer of the duplex runs: accept one connection and write back every
+/// byte it reads (64 KiB reads), until end of stream; then shut down.
+fn byte_echo() -> R<(u16, thread::JoinHandle<R<()>>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(e("bind"))?;
+    let port = listener.local_addr().map_err(e("addr"))?.port();
+    let peer = thread::spawn(move || -> R<()> {
+        let (mut s, _) = listener.accept().map_err(e("echo accept"))?;
+        s.set_nodelay(true).map_err(e("nodelay"))?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(format!("echo read: {err}")),
+            };
+            s.write_all(&buf[..n]).map_err(e("echo write"))?;
+        }
+        s.shutdown(Shutdown::Write).map_err(e("echo shutdown"))?;
+        Ok(())
+    });
+    Ok((port, peer))
+}
+
+fn duplex_trials(o: &Opts) -> R<String> {
+    let mut best: Option<Stream> = None;
+    let mut rates = Vec::new();
+    for _ in 0..o.trials {
+        let (s, expected) = if o.imp == "tcpchat" { duplex_tcpchat(o)? } else { duplex_raw(o)? };
+        if s.count != o.count {
+            return Err(format!("received {} messages back, sent {}", s.count, o.count));
+        }
+        if s.fold != expected {
+            return Err(format!("checksum {:#x}, expected {:#x}", s.fold.0, expected.0));
+        }
+        rates.push(format!("{:.1}", s.count as f64 / s.elapsed.as_secs_f64()));
+        if best.as_ref().map_or(true, |b| s.elapsed < b.elapsed) {
+            best = Some(s);
+        }
+    }
+    let s = best.ok_or("no trial")?;
+    let secs = s.elapsed.as_secs_f64();
+    let imp = if o.imp == "tcpchat" { "tcpchat-split" } else { "raw" };
+    Ok(format!(
+        "{{\"lang\":\"rust\",\"workload\":\"duplex\",\"impl\":\"{imp}\",\"framing\":\"line\",\"size\":{},\
+         \"count\":{},\"seconds\":{secs:.6},\"msgs_per_s\":{:.1},\"checksum\":\"{:#x}\",\
+         \"allocs_per_msg_recv\":{:.6},\"allocs_per_msg_send\":{:.6},\"trials_msgs_per_s\":[{}],\"ok\":true}}",
+        o.size,
+        s.count,
+        s.count as f64 / secs,
+        s.fold.0,
+        s.recv_allocs as f64 / s.steady_msgs.max(1) as f64,
+        s.send_allocs as f64 / (o.count - o.count / 10).max(1) as f64,
+        rates.join(","),
+    ))
+}
+
+/// tcpchat: the connection split, the sending half on its own thread (one
+/// `send` per line, then `shutdown_write`), the receiving half here
+/// (`recv_into` per line until the echo's end of stream).
+#[cfg(not(tcpchat_bench_no_split))]
+fn duplex_tcpchat(o: &Opts) -> R<(Stream, Fold)> {
+    let pool = Arc::new(make_pool(o.size));
+    let expected = expected_fold(&pool, o.count);
+    let (port, peer) = byte_echo()?;
+    let conn = tcpchat::connect("127.0.0.1", port, &config(o)).map_err(e("connect"))?;
+    let (mut rx, mut tx) = conn.split();
+    let go = Arc::new(Barrier::new(2));
+    let sender = {
+        let (pool, go, count) = (pool.clone(), go.clone(), o.count);
+        thread::spawn(move || -> R<(tcpchat::SendHalf, u64)> {
+            go.wait();
+            let mut base = 0;
+            for i in 0..count {
+                if i == count / 10 {
+                    base = allocs();
+                }
+                tx.send(&pool[i % POOL]).map_err(e("send"))?;
+            }
+            let used = allocs() - base;
+            tx.shutdown_write().map_err(e("shutdown_write"))?;
+            Ok((tx, used))
+        })
+    };
+    let mut tally = Tally::new(o);
+    let mut buf = vec![0u8; o.size.max(1 << 16)];
+    go.wait();
+    let started = Instant::now();
+    while let Some(n) = rx.recv_into(&mut buf).map_err(e("recv_into"))? {
+        tally.take(&buf[..n]);
+    }
+    let elapsed = started.elapsed();
+    let (tx, send_allocs) = sender.join().map_err(|_| "the sender panicked")??;
+    rx.reunite(tx).map_err(e("reunite"))?.close().map_err(e("close"))?;
+    peer.join().map_err(|_| "the echo peer panicked")??;
+    Ok((tally.finish(elapsed, send_allocs, o.count)?, expected))
+}
+
+#[cfg(tcpchat_bench_no_split)]
+fn duplex_tcpchat(_o: &Opts) -> R<(Stream, Fold)> {
+    Err("built with --cfg tcpchat_bench_no_split: no Conn::split in this revision".into())
+}
+
+/// Raw std::net: the stream and its clone, one `write_all` of a whole line
+/// per message on the sending thread (as tcpchat's `send` makes one write),
+/// a `BufReader` (64 KiB) reading lines here.
+fn duplex_raw(o: &Opts) -> R<(Stream, Fold)> {
+    let pool = Arc::new(make_pool(o.size));
+    let expected = expected_fold(&pool, o.count);
+    let (port, peer) = byte_echo()?;
+    let s = TcpStream::connect(("127.0.0.1", port)).map_err(e("connect"))?;
+    s.set_nodelay(true).map_err(e("nodelay"))?;
+    let mut w = s.try_clone().map_err(e("clone"))?;
+    let go = Arc::new(Barrier::new(2));
+    let sender = {
+        let (pool, go, count) = (pool.clone(), go.clone(), o.count);
+        thread::spawn(move || -> R<u64> {
+            let wire: Vec<Vec<u8>> = pool.iter().map(|m| [&m[..], b"\n"].concat()).collect();
+            go.wait();
+            let mut base = 0;
+            for i in 0..count {
+                if i == count / 10 {
+                    base = allocs();
+                }
+                w.write_all(&wire[i % POOL]).map_err(e("write"))?;
+            }
+            let used = allocs() - base;
+            w.shutdown(Shutdown::Write).map_err(e("shutdown"))?;
+            Ok(used)
+        })
+    };
+    let mut r = BufReader::with_capacity(1 << 16, s);
+    let mut line = Vec::with_capacity(1 << 16);
+    let mut tally = Tally::new(o);
+    go.wait();
+    let started = Instant::now();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).map_err(e("read"))? == 0 {
+            break;
+        }
+        tally.take(line.strip_suffix(b"\n").unwrap_or(&line));
+    }
+    let elapsed = started.elapsed();
+    let send_allocs = sender.join().map_err(|_| "the sender panicked")??;
+    peer.join().map_err(|_| "the echo peer panicked")??;
     Ok((tally.finish(elapsed, send_allocs, o.count)?, expected))
 }
