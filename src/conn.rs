@@ -121,6 +121,8 @@ struct Shared {
     /// Halves not yet dropped; the last one closes the socket gracefully.
     halves: AtomicUsize,
     close_timeout_ms: AtomicU64,
+    /// The close was interrupted or cancelled: do not wait for the peer.
+    hurry: AtomicBool,
     /// The descriptor for the program's own event loop, once asked for.
     poll: Mutex<Option<PollFd>>,
     has_poll: AtomicBool,
@@ -163,6 +165,7 @@ impl Conn {
             eof_seen: AtomicBool::new(false),
             halves: AtomicUsize::new(2),
             close_timeout_ms: AtomicU64::new(duration_ms(config.close_timeout)),
+            hurry: AtomicBool::new(false),
             poll: Mutex::new(None),
             has_poll: AtomicBool::new(false),
             _slot: OnceLock::new(),
@@ -471,7 +474,13 @@ impl Conn {
     /// the final flush, if any; the socket is closed either way.
     pub fn close(mut self) -> Result<()> {
         // The drop that follows finds the write half shut and only drains.
-        self.tx.shutdown_write()
+        let r = self.tx.shutdown_write();
+        if matches!(r, Err(Error::Interrupted(_) | Error::Cancelled(_))) {
+            // A signal (Ctrl-C) or a cancel stopped the final flush: the
+            // program wants out, so the drain takes only what is here.
+            self.rx.sh.hurry.store(true, Ordering::SeqCst);
+        }
+        r
     }
 }
 
@@ -1046,8 +1055,11 @@ impl Shared {
 
     fn drain(&self) {
         let timeout = Duration::from_millis(self.close_timeout_ms.load(Ordering::Relaxed));
-        let cancelled = self.cancel.is_cancelled() || self.shutdown.as_ref().is_some_and(|s| s.is_cancelled());
-        // Cancelled: do not wait for the peer, only take what is already here.
+        let cancelled = self.cancel.is_cancelled()
+            || self.shutdown.as_ref().is_some_and(|s| s.is_cancelled())
+            || self.hurry.load(Ordering::SeqCst);
+        // Cancelled (or a close cut short by a signal): do not wait for the
+        // peer, only take what is already here.
         let deadline = if cancelled { Some(Instant::now()) } else { sys::deadline(Some(timeout)) };
         let mut scratch = [0u8; 4096];
         loop {

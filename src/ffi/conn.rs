@@ -100,20 +100,24 @@ impl tcpchat_conn {
 
     /// Run `f` on the receiving half, waiting (up to the read timeout) for
     /// another thread's receive, or not at all when `wait` is false.
+    /// The whole call, the wait for the side included, is bounded by the
+    /// one timeout.
     fn with_rx<T>(&self, wait: bool, f: impl FnOnce(&mut RecvHalf) -> Result<T>) -> Result<T> {
         let t = self.read_timeout();
-        let mut held = self.rx.acquire(wait.then_some(t), &self.cancel, "receiving")?;
+        let mut waited = None;
+        let mut held = self.rx.acquire(wait.then_some(t), &self.cancel, "receiving", &mut waited)?;
         let rx = held.value();
-        rx.set_read_timeout(t)?;
+        rx.set_read_timeout(remaining(t, waited))?;
         f(rx)
     }
 
     /// Run `f` on the sending half, as [`tcpchat_conn::with_rx`].
     fn with_tx<T>(&self, wait: bool, f: impl FnOnce(&mut SendHalf) -> Result<T>) -> Result<T> {
         let t = self.write_timeout();
-        let mut held = self.tx.acquire(wait.then_some(t), &self.cancel, "sending")?;
+        let mut waited = None;
+        let mut held = self.tx.acquire(wait.then_some(t), &self.cancel, "sending", &mut waited)?;
         let tx = held.value();
-        tx.set_write_timeout(t)?;
+        tx.set_write_timeout(remaining(t, waited))?;
         f(tx)
     }
 
@@ -154,6 +158,15 @@ impl tcpchat_conn {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// What is left of `timeout` after waiting for another thread's call since
+/// `waited` (at least a millisecond, so it stays a timeout).
+fn remaining(timeout: Option<Duration>, waited: Option<Instant>) -> Option<Duration> {
+    match (timeout, waited) {
+        (Some(t), Some(since)) => Some(t.saturating_sub(since.elapsed()).max(Duration::from_millis(1))),
+        (t, _) => t,
     }
 }
 
@@ -237,7 +250,14 @@ impl<T> Side<T> {
     /// Borrow the half for one call. `wait`: `None` = never wait (`try_*`),
     /// `Some(timeout)` = wait for another thread's call up to `timeout`
     /// (`Some(None)` = for ever). A cancel or a close ends the wait.
-    fn acquire(&self, wait: Option<Option<Duration>>, cancel: &Canceller, what: &str) -> Result<Held<'_, T>> {
+    /// `waited` is set to when the wait began, if the call had to wait.
+    fn acquire(
+        &self,
+        wait: Option<Option<Duration>>,
+        cancel: &Canceller,
+        what: &str,
+        waited: &mut Option<Instant>,
+    ) -> Result<Held<'_, T>> {
         let me = this_thread();
         let mut st = self.lock();
         if st.holder == me {
@@ -261,6 +281,7 @@ impl<T> Side<T> {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled(format!("waiting for another thread {what} on this connection")));
             }
+            waited.get_or_insert_with(Instant::now);
             match timeout {
                 None => st = self.wait(st, None),
                 Some(t) => {
@@ -696,8 +717,8 @@ pub unsafe extern "C" fn tcpchat_conn_run_session(
         let mut handler = CallbackHandler::new(callbacks)?;
         let handle: Arc<tcpchat_conn> = arc_from_c(conn, "conn")?;
         let (rt, wt) = (handle.read_timeout(), handle.write_timeout());
-        let mut rx = handle.rx.acquire(Some(rt), &handle.cancel, "receiving")?;
-        let mut tx = handle.tx.acquire(Some(wt), &handle.cancel, "sending")?;
+        let mut rx = handle.rx.acquire(Some(rt), &handle.cancel, "receiving", &mut None)?;
+        let mut tx = handle.tx.acquire(Some(wt), &handle.cancel, "sending", &mut None)?;
         let (Some(r), Some(t)) = (rx.value.take(), tx.value.take()) else {
             return Err(Error::Internal("a connection half was missing".into()));
         };
@@ -776,10 +797,10 @@ pub unsafe extern "C" fn tcpchat_conn_fd(conn: *mut tcpchat_conn, out_fd: *mut i
         let fd = handle.poll.fd()?;
         // Bring each side's part of the descriptor's state up to date; a
         // side busy on another thread does so when its call returns.
-        if let Ok(mut h) = handle.rx.acquire(None, &handle.cancel, "receiving") {
+        if let Ok(mut h) = handle.rx.acquire(None, &handle.cancel, "receiving", &mut None) {
             h.value().sync_poll();
         }
-        if let Ok(mut h) = handle.tx.acquire(None, &handle.cancel, "sending") {
+        if let Ok(mut h) = handle.tx.acquire(None, &handle.cancel, "sending", &mut None) {
             h.value().sync_poll();
         }
         out_fd.write(fd);

@@ -26,7 +26,7 @@ import platform
 import select
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 from conftest import WAIT, Background, close_pair
@@ -544,3 +544,31 @@ def test_fileno_stays_level_triggered_while_another_thread_sends() -> None:
         conn.close()
         srv.shutdown()
         service.result()
+
+
+def test_a_receiver_behind_another_is_bounded_by_one_timeout_in_all(
+    pair: Tuple[tcpchat.Connection, tcpchat.Connection],
+) -> None:
+    # Nobody sends: the first receiver times out after 2 s, the second,
+    # which waited behind it, must not wait a further full timeout for data.
+    client, _peer = pair
+    client.read_timeout = 2.0
+    results: Dict[str, float] = {}
+
+    def receive(name: str) -> None:
+        started = time.monotonic()
+        with pytest.raises(tcpchat.TimeoutError):
+            client.recv()
+        results[name] = time.monotonic() - started
+
+    first = threading.Thread(target=receive, args=("first",))
+    first.start()
+    while not client._recv_lock.locked():  # the first is in its receive
+        time.sleep(0.001)
+    second = threading.Thread(target=receive, args=("second",))
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert not first.is_alive() and not second.is_alive()
+    assert results["second"] < 3.2, f"the second receiver waited {results['second']:.2f} s in all"
+    assert client.read_timeout == 2.0

@@ -6,8 +6,10 @@ import array
 import atexit
 import ctypes
 import enum
+import math
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Union
 
 from . import _ffi
@@ -198,6 +200,10 @@ class Connection:
         # too, but a wait on a Python lock can be interrupted by Ctrl-C.
         self._recv_lock = threading.Lock()
         self._send_lock = threading.Lock()
+        # Set while a call runs with what was left of its timeout after
+        # waiting for another thread's call: restored when it returns.
+        self._restore_read = False
+        self._restore_write = False
         self._buf: Optional[ctypes.Array[ctypes.c_uint8]] = None
         self._cap = 0
         self._n = ctypes.c_size_t(0)
@@ -211,10 +217,49 @@ class Connection:
         same side for at most ``timeout`` seconds (None = for ever)."""
         if lock.acquire(False):
             return
+        started = time.monotonic()
         if not lock.acquire(True, -1 if timeout is None else timeout):
             raise TimeoutError(
                 f"timed out after {timeout} s waiting for another thread {what} on this connection"
             )
+        if timeout is not None:
+            # The call that follows gets only what is left of its timeout,
+            # so the whole call, the wait included, is bounded by it.
+            left_ms = max(1, math.ceil((timeout - (time.monotonic() - started)) * 1000))
+            setter = (
+                _ffi.tcpchat_conn_set_read_timeout_ms
+                if lock is self._recv_lock
+                else _ffi.tcpchat_conn_set_write_timeout_ms
+            )
+            try:
+                with self._handle as ptr:
+                    check(setter(ptr, left_ms))
+            except BaseException:
+                lock.release()
+                raise
+            if lock is self._recv_lock:
+                self._restore_read = True
+            else:
+                self._restore_write = True
+
+    def _release_recv(self) -> None:
+        if self._restore_read:
+            self._restore_read = False
+            self._restore_timeout(_ffi.tcpchat_conn_set_read_timeout_ms, "read_timeout", self._read_timeout)
+        self._recv_lock.release()
+
+    def _release_send(self) -> None:
+        if self._restore_write:
+            self._restore_write = False
+            self._restore_timeout(_ffi.tcpchat_conn_set_write_timeout_ms, "write_timeout", self._write_timeout)
+        self._send_lock.release()
+
+    def _restore_timeout(self, setter: "ctypes._NamedFuncPointer", name: str, seconds: Optional[float]) -> None:
+        try:
+            with self._handle as ptr:
+                setter(ptr, timeout_ms(name, seconds))
+        except ClosedError:
+            pass
 
     @staticmethod
     def _acquire_now(lock: threading.Lock, what: str) -> None:
@@ -297,7 +342,7 @@ class Connection:
         try:
             self._send_one(data)
         finally:
-            self._send_lock.release()
+            self._release_send()
 
     def _send_one(self, data: bytes) -> None:
         with self._handle as ptr:
@@ -330,7 +375,7 @@ class Connection:
                 status = _ffi.tcpchat_conn_send_packed(ptr, data, len(data), lens, len(parts))
                 self._finish_send(ptr, status)
         finally:
-            self._send_lock.release()
+            self._release_send()
 
     def _finish_send(self, ptr: "ConnPtr", status: int) -> None:
         if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
@@ -366,7 +411,7 @@ class Connection:
         try:
             return self._receive(_ffi.tcpchat_conn_recv)
         finally:
-            self._recv_lock.release()
+            self._release_recv()
 
     def recv_text(self, encoding: str = "utf-8", errors: str = "strict") -> Optional[str]:
         """:meth:`recv`, decoded; ``None`` at end of stream."""
@@ -387,7 +432,7 @@ class Connection:
         try:
             return self._recv_many(max)
         finally:
-            self._recv_lock.release()
+            self._release_recv()
 
     def _recv_many(self, max: int) -> List[bytes]:  # noqa: A002
         with self._handle as ptr:
@@ -449,7 +494,7 @@ class Connection:
         try:
             return self._receive(_ffi.tcpchat_conn_try_recv)
         finally:
-            self._recv_lock.release()
+            self._release_recv()
 
     def _receive(self, fn: "ctypes._NamedFuncPointer") -> Optional[bytes]:
         """One message through ``tcpchat_conn_recv`` or ``_try_recv``: grow
@@ -486,7 +531,7 @@ class Connection:
             with self._handle as ptr:
                 check(_ffi.tcpchat_conn_try_send(ptr, data, len(data)))
         finally:
-            self._send_lock.release()
+            self._release_send()
 
     def try_flush(self) -> bool:
         """Send queued output as far as the socket takes it now; True when
@@ -498,7 +543,7 @@ class Connection:
             with self._handle as ptr:
                 status = _ffi.tcpchat_conn_try_flush(ptr)
         finally:
-            self._send_lock.release()
+            self._release_send()
         if status == _ffi.TCPCHAT_STATUS_WOULD_BLOCK:
             return False
         check(status)
@@ -528,13 +573,13 @@ class Connection:
         try:
             self._acquire(self._send_lock, self._write_timeout, "sending")
         except BaseException:
-            self._recv_lock.release()
+            self._release_recv()
             raise
         try:
             status, message = self._run_session(r, cbs, end)
         finally:
-            self._send_lock.release()
-            self._recv_lock.release()
+            self._release_send()
+            self._release_recv()
         cbs.raise_pending()
         if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
             signal_checkpoint()  # KeyboardInterrupt, if that is what it was
@@ -575,7 +620,7 @@ class Connection:
             with self._handle as ptr:
                 check(call(_ffi.tcpchat_conn_shutdown_write, ptr))
         finally:
-            self._send_lock.release()
+            self._release_send()
 
     def close(self) -> None:
         """Close gracefully (send what is queued, shut down the write half,
