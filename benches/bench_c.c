@@ -496,7 +496,7 @@ static void pingpong_tcpchat(void)
     tcpchat_config *cfg = make_config();
     tcpchat_server *srv = NULL;
     check(tcpchat_server_bind("127.0.0.1", 0, cfg, &srv), "bind");
-    uint16_t port;
+    int32_t port;
     check(tcpchat_server_local_port(srv, &port), "local_port");
     pthread_t t;
     pthread_create(&t, NULL, tcpchat_echo, srv);
@@ -681,7 +681,7 @@ static void stream_tcpchat(int per_msg)
     tcpchat_config *cfg = make_config();
     tcpchat_server *srv = NULL;
     check(tcpchat_server_bind("127.0.0.1", 0, cfg, &srv), "bind");
-    uint16_t port;
+    int32_t port;
     check(tcpchat_server_local_port(srv, &port), "local_port");
     p.port = port;
     pthread_t t;

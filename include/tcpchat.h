@@ -71,7 +71,9 @@ typedef enum {
      */
     TCPCHAT_STATUS_TIMEOUT = 3,
     /**
-     * The connection is closed: the peer closed it, or it was closed locally.
+     * The peer closed the connection: its normal end of stream (a receive
+     * returns it once every message the peer sent has been received), or a
+     * send to a peer that has gone. Compare `TCPCHAT_STATUS_LOCALLY_CLOSED`.
      */
     TCPCHAT_STATUS_CLOSED = 4,
     /**
@@ -135,6 +137,13 @@ typedef enum {
      * wait for the connection's pollable descriptor, then call again.
      */
     TCPCHAT_STATUS_WOULD_BLOCK = 17,
+    /**
+     * This side closed the connection, so it cannot be used: after
+     * `tcpchat_conn_close()` (also from another thread, which wakes the
+     * calls blocked on it), after the library closed it because of an error
+     * (the message says which), or a send after `tcpchat_conn_shutdown_write()`.
+     */
+    TCPCHAT_STATUS_LOCALLY_CLOSED = 18,
 } tcpchat_status;
 
 /**
@@ -240,7 +249,7 @@ typedef struct tcpchat_config tcpchat_config;
  * `tcpchat_conn_cancel()`, `tcpchat_conn_close()`, `tcpchat_conn_free()`,
  * the timeout setters, the address getters and `tcpchat_conn_fd()` may be
  * called from any thread at any time: a close or free from one thread wakes
- * the calls blocked on other threads with `TCPCHAT_STATUS_CLOSED`. The
+ * the calls blocked on other threads with `TCPCHAT_STATUS_LOCALLY_CLOSED`. The
  * handle must not be used after it is freed. `tcpchat_conn_run_session()`
  * uses both sides: it waits for both and holds both while it runs.
  *
@@ -772,7 +781,7 @@ tcpchat_status tcpchat_conn_connect(const char *host, int32_t port, const tcpcha
  * Refused with nothing sent: a message over the maximum message size
  * (`TCPCHAT_STATUS_MESSAGE_TOO_LARGE`), or containing `\n` in line framing
  * (`TCPCHAT_STATUS_INVALID_ARGUMENT`). Other errors: `TCPCHAT_STATUS_TIMEOUT`
- * (write timeout), `TCPCHAT_STATUS_CLOSED`, `TCPCHAT_STATUS_CONNECTION_RESET`,
+ * (write timeout), `TCPCHAT_STATUS_CLOSED` (the peer has gone), `TCPCHAT_STATUS_LOCALLY_CLOSED`, `TCPCHAT_STATUS_CONNECTION_RESET`,
  * `TCPCHAT_STATUS_CANCELLED`. Never raises SIGPIPE.
  */
 tcpchat_status tcpchat_conn_send(tcpchat_conn *conn, const uint8_t *msg, size_t len);
@@ -909,11 +918,11 @@ tcpchat_status tcpchat_conn_run_session(tcpchat_conn *conn, tcpchat_role role, c
  * half, read and discard what the peer still sends until it closes (for at
  * most the close timeout), then close the socket. Nothing sent before the
  * close is lost and no RST is provoked. The handle stays valid (later calls
- * return `TCPCHAT_STATUS_CLOSED`) and must still be freed. Closing twice is
+ * return `TCPCHAT_STATUS_LOCALLY_CLOSED`) and must still be freed. Closing twice is
  * harmless. Returns the error of the final send, if any.
  *
  * Any thread may call it, also while other threads are blocked in calls on
- * this connection: those calls return `TCPCHAT_STATUS_CLOSED` at once, and
+ * this connection: those calls return `TCPCHAT_STATUS_LOCALLY_CLOSED` at once, and
  * the close proceeds when they have returned. Refused with
  * `TCPCHAT_STATUS_INVALID_ARGUMENT` from a callback of a call running on
  * this connection.
@@ -923,7 +932,7 @@ tcpchat_status tcpchat_conn_close(tcpchat_conn *conn);
 /**
  * Free a connection, closing it gracefully first if `tcpchat_conn_close()`
  * was not called (see there: calls blocked on other threads are woken with
- * `TCPCHAT_STATUS_CLOSED`). NULL is ignored. The handle must not be used
+ * `TCPCHAT_STATUS_LOCALLY_CLOSED`). NULL is ignored. The handle must not be used
  * afterwards. From a callback of a call running on this connection, the
  * close happens when that call returns.
  */
@@ -1004,7 +1013,7 @@ tcpchat_status tcpchat_room_local_addr(const tcpchat_room *room, char *buf, size
 /**
  * Write the room's port (the real one when bound to port 0) into `*out_port`.
  */
-tcpchat_status tcpchat_room_local_port(const tcpchat_room *room, uint16_t *out_port);
+tcpchat_status tcpchat_room_local_port(const tcpchat_room *room, int32_t *out_port);
 
 /**
  * Call `callback` for every room event (see `tcpchat_room_callback`), or
@@ -1107,7 +1116,7 @@ tcpchat_status tcpchat_server_local_addr(const tcpchat_server *server, char *buf
  * Write the port the server listens on (the real one when bound to port 0)
  * into `*out_port`.
  */
-tcpchat_status tcpchat_server_local_port(const tcpchat_server *server, uint16_t *out_port);
+tcpchat_status tcpchat_server_local_port(const tcpchat_server *server, int32_t *out_port);
 
 /**
  * Wait for the next client and return its connection in `*out_conn` (owned

@@ -959,10 +959,10 @@ impl Drop for SendHalf {
 impl Shared {
     fn check_usable(&self) -> Result<()> {
         if let Some(why) = self.broken.get() {
-            return Err(Error::Closed(format!("the connection was closed after an error: {why}")));
+            return Err(Error::LocallyClosed(format!("the connection was closed after an error: {why}")));
         }
         if self.cancel.is_closing() {
-            return Err(Error::Closed("the connection is being closed by another thread".into()));
+            return Err(Error::LocallyClosed("the connection is being closed by another thread".into()));
         }
         Ok(())
     }
@@ -970,7 +970,7 @@ impl Shared {
     fn check_writable(&self) -> Result<()> {
         self.check_usable()?;
         if self.write_shut.load(Ordering::Relaxed) {
-            return Err(Error::Closed("the write half was shut down".into()));
+            return Err(Error::LocallyClosed("the write half was shut down".into()));
         }
         Ok(())
     }
@@ -991,7 +991,10 @@ impl Shared {
             Ok(Ready::Cancelled) => {
                 let cancelled = self.cancel.is_cancelled() || self.shutdown.as_ref().is_some_and(|s| s.is_cancelled());
                 if !cancelled && self.cancel.is_closing() {
-                    Err(Error::Closed(format!("{what} ({}): the connection was closed by another thread", self.peer)))
+                    Err(Error::LocallyClosed(format!(
+                        "{what} ({}): the connection was closed by another thread",
+                        self.peer
+                    )))
                 } else {
                     Err(Error::Cancelled(format!("{what} ({})", self.peer)))
                 }
@@ -1094,7 +1097,7 @@ impl PollAccess {
     pub(crate) fn fd(&self) -> Result<RawFd> {
         match self.0.upgrade() {
             Some(sh) => sh.poll_fd(),
-            None => Err(Error::Closed("the connection was closed".into())),
+            None => Err(Error::LocallyClosed("the connection was closed".into())),
         }
     }
 }

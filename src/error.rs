@@ -32,7 +32,9 @@ pub enum Status {
     Io = 2,
     /// A connect, read, write or idle timeout expired.
     Timeout = 3,
-    /// The connection is closed: the peer closed it, or it was closed locally.
+    /// The peer closed the connection: its normal end of stream (a receive
+    /// returns it once every message the peer sent has been received), or a
+    /// send to a peer that has gone. Compare `TCPCHAT_STATUS_LOCALLY_CLOSED`.
     Closed = 4,
     /// A message is larger than the configured maximum message size. When
     /// received, the connection that sent it has been closed.
@@ -69,11 +71,16 @@ pub enum Status {
     /// `try_accept`) could not proceed without waiting. Nothing was lost;
     /// wait for the connection's pollable descriptor, then call again.
     WouldBlock = 17,
+    /// This side closed the connection, so it cannot be used: after
+    /// `tcpchat_conn_close()` (also from another thread, which wakes the
+    /// calls blocked on it), after the library closed it because of an error
+    /// (the message says which), or a send after `tcpchat_conn_shutdown_write()`.
+    LocallyClosed = 18,
 }
 
 impl Status {
     /// Every status, in numeric order.
-    pub const ALL: [Status; 18] = [
+    pub const ALL: [Status; 19] = [
         Status::Ok,
         Status::InvalidArgument,
         Status::Io,
@@ -92,6 +99,7 @@ impl Status {
         Status::ConnectionReset,
         Status::Internal,
         Status::WouldBlock,
+        Status::LocallyClosed,
     ];
 
     /// The status's stable name as it appears in the C header, such as
@@ -116,6 +124,7 @@ impl Status {
             Status::ConnectionReset => "TCPCHAT_STATUS_CONNECTION_RESET",
             Status::Internal => "TCPCHAT_STATUS_INTERNAL",
             Status::WouldBlock => "TCPCHAT_STATUS_WOULD_BLOCK",
+            Status::LocallyClosed => "TCPCHAT_STATUS_LOCALLY_CLOSED",
         }
     }
 
@@ -156,7 +165,7 @@ pub enum Error {
         after: Duration,
     },
 
-    /// The connection is closed (by the peer, or locally).
+    /// The peer closed the connection (its normal end, or it has gone).
     #[error("connection closed: {0}")]
     Closed(String),
 
@@ -237,6 +246,11 @@ pub enum Error {
     /// A non-blocking call could not proceed without waiting.
     #[error("would block: {0}")]
     WouldBlock(String),
+
+    /// This side closed the connection (locally, from another thread, or
+    /// after an error the message names), or shut down its write half.
+    #[error("connection closed by this side: {0}")]
+    LocallyClosed(String),
 }
 
 impl Error {
@@ -260,6 +274,7 @@ impl Error {
             Error::ConnectionReset(_) => Status::ConnectionReset,
             Error::Internal(_) => Status::Internal,
             Error::WouldBlock(_) => Status::WouldBlock,
+            Error::LocallyClosed(_) => Status::LocallyClosed,
         }
     }
 

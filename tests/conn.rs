@@ -134,9 +134,10 @@ fn oversize_incoming_line_closes_the_connection() {
         text.contains("100") && text.contains(&sock.local_addr().unwrap().to_string()),
         "{text}"
     );
-    // The connection is closed: further use fails, and the peer sees the end.
-    assert_eq!(conn.recv().unwrap_err().status(), Status::Closed);
-    assert_eq!(conn.send(b"x").unwrap_err().status(), Status::Closed);
+    // The connection is closed by this side: further use fails (saying it
+    // was closed here, not by the peer), and the peer sees the end.
+    assert_eq!(conn.recv().unwrap_err().status(), Status::LocallyClosed);
+    assert_eq!(conn.send(b"x").unwrap_err().status(), Status::LocallyClosed);
     assert!(read_to_end(&mut sock).is_empty());
 }
 
@@ -395,7 +396,7 @@ fn drop_closes_gracefully_too() {
 fn a_closed_connection_refuses_further_use() {
     let (mut a, mut b) = pair(config(Framing::Line));
     a.shutdown_write().unwrap();
-    assert_eq!(a.send(b"x").unwrap_err().status(), Status::Closed);
+    assert_eq!(a.send(b"x").unwrap_err().status(), Status::LocallyClosed);
     assert_eq!(b.recv().unwrap(), None);
     b.send(b"still talking").unwrap();
     assert_eq!(a.recv().unwrap().unwrap(), b"still talking");

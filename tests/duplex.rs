@@ -871,7 +871,7 @@ fn shutdown_write_on_the_send_half_keeps_the_recv_half_receiving() {
     tx.send(b"bye for now").unwrap();
     tx.shutdown_write().unwrap();
     tx.shutdown_write().unwrap(); // again: nothing more
-    assert_eq!(tx.send(b"too late").unwrap_err().status(), Status::Closed);
+    assert_eq!(tx.send(b"too late").unwrap_err().status(), Status::LocallyClosed);
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
     loop {

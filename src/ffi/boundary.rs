@@ -115,8 +115,12 @@ pub(crate) unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Result<&'a str
 }
 
 /// A C `int` port as a TCP port, refusing values outside 0..=65535.
-pub(crate) fn arg_port(port: i32) -> Result<u16> {
-    u16::try_from(port).map_err(|_| Error::invalid(format!("port {port} is out of range (0 to 65535)")))
+/// A port from C: `lowest` (1 to connect, 0 to bind: any free port) to 65535.
+pub(crate) fn arg_port(port: i32, lowest: u16) -> Result<u16> {
+    match u16::try_from(port) {
+        Ok(p) if p >= lowest => Ok(p),
+        _ => Err(Error::invalid(format!("port {port} is out of range ({lowest} to 65535)"))),
+    }
 }
 
 /// Write `value` through `out` when `out` is not NULL.

@@ -38,7 +38,7 @@ use super::tcpchat_role;
 /// `tcpchat_conn_cancel()`, `tcpchat_conn_close()`, `tcpchat_conn_free()`,
 /// the timeout setters, the address getters and `tcpchat_conn_fd()` may be
 /// called from any thread at any time: a close or free from one thread wakes
-/// the calls blocked on other threads with `TCPCHAT_STATUS_CLOSED`. The
+/// the calls blocked on other threads with `TCPCHAT_STATUS_LOCALLY_CLOSED`. The
 /// handle must not be used after it is freed. `tcpchat_conn_run_session()`
 /// uses both sides: it waits for both and holds both while it runs.
 ///
@@ -123,7 +123,7 @@ impl tcpchat_conn {
 
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed("the connection was closed with tcpchat_conn_close".into()));
+            return Err(Error::LocallyClosed("the connection was closed with tcpchat_conn_close".into()));
         }
         Ok(())
     }
@@ -266,11 +266,11 @@ impl<T> Side<T> {
         let mut deadline = None;
         loop {
             if cancel.is_closing() {
-                return Err(Error::Closed("the connection is being closed by another thread".into()));
+                return Err(Error::LocallyClosed("the connection is being closed by another thread".into()));
             }
             if st.holder == 0 {
                 let Some(value) = st.value.take() else {
-                    return Err(Error::Closed("the connection was closed with tcpchat_conn_close".into()));
+                    return Err(Error::LocallyClosed("the connection was closed with tcpchat_conn_close".into()));
                 };
                 st.holder = me;
                 return Ok(Held { side: self, value: Some(value) });
@@ -374,7 +374,7 @@ pub unsafe extern "C" fn tcpchat_conn_connect(
     guard(|| {
         arg_nonnull(out_conn, "out_conn")?;
         let host = arg_str(host, "host")?;
-        let port = arg_port(port)?;
+        let port = arg_port(port, 1)?;
         let config = tcpchat_config::get_or_default(config);
         let conn = crate::connect(host, port, &config)?;
         out_conn.write(tcpchat_conn::into_c(conn));
@@ -388,7 +388,7 @@ pub unsafe extern "C" fn tcpchat_conn_connect(
 /// Refused with nothing sent: a message over the maximum message size
 /// (`TCPCHAT_STATUS_MESSAGE_TOO_LARGE`), or containing `\n` in line framing
 /// (`TCPCHAT_STATUS_INVALID_ARGUMENT`). Other errors: `TCPCHAT_STATUS_TIMEOUT`
-/// (write timeout), `TCPCHAT_STATUS_CLOSED`, `TCPCHAT_STATUS_CONNECTION_RESET`,
+/// (write timeout), `TCPCHAT_STATUS_CLOSED` (the peer has gone), `TCPCHAT_STATUS_LOCALLY_CLOSED`, `TCPCHAT_STATUS_CONNECTION_RESET`,
 /// `TCPCHAT_STATUS_CANCELLED`. Never raises SIGPIPE.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_send(conn: *mut tcpchat_conn, msg: *const u8, len: usize) -> Status {
@@ -739,11 +739,11 @@ pub unsafe extern "C" fn tcpchat_conn_run_session(
 /// half, read and discard what the peer still sends until it closes (for at
 /// most the close timeout), then close the socket. Nothing sent before the
 /// close is lost and no RST is provoked. The handle stays valid (later calls
-/// return `TCPCHAT_STATUS_CLOSED`) and must still be freed. Closing twice is
+/// return `TCPCHAT_STATUS_LOCALLY_CLOSED`) and must still be freed. Closing twice is
 /// harmless. Returns the error of the final send, if any.
 ///
 /// Any thread may call it, also while other threads are blocked in calls on
-/// this connection: those calls return `TCPCHAT_STATUS_CLOSED` at once, and
+/// this connection: those calls return `TCPCHAT_STATUS_LOCALLY_CLOSED` at once, and
 /// the close proceeds when they have returned. Refused with
 /// `TCPCHAT_STATUS_INVALID_ARGUMENT` from a callback of a call running on
 /// this connection.
@@ -757,7 +757,7 @@ pub unsafe extern "C" fn tcpchat_conn_close(conn: *mut tcpchat_conn) -> Status {
 
 /// Free a connection, closing it gracefully first if `tcpchat_conn_close()`
 /// was not called (see there: calls blocked on other threads are woken with
-/// `TCPCHAT_STATUS_CLOSED`). NULL is ignored. The handle must not be used
+/// `TCPCHAT_STATUS_LOCALLY_CLOSED`). NULL is ignored. The handle must not be used
 /// afterwards. From a callback of a call running on this connection, the
 /// close happens when that call returns.
 #[no_mangle]

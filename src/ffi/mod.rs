@@ -117,6 +117,7 @@ const STATUS_NAMES_NUL: [&str; Status::ALL.len()] = [
     "TCPCHAT_STATUS_CONNECTION_RESET\0",
     "TCPCHAT_STATUS_INTERNAL\0",
     "TCPCHAT_STATUS_WOULD_BLOCK\0",
+    "TCPCHAT_STATUS_LOCALLY_CLOSED\0",
 ];
 
 /// The full message of the most recent failed call on the calling thread,

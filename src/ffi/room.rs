@@ -188,7 +188,7 @@ pub unsafe extern "C" fn tcpchat_room_bind(
     guard(|| {
         arg_nonnull(out_room, "out_room")?;
         let host = arg_str(host, "host")?;
-        let port = arg_port(port)?;
+        let port = arg_port(port, 0)?;
         let mut rc = RoomConfig::from(tcpchat_config::get_or_default(config));
         if queue_limit > 0 {
             rc = rc.with_queue_limit(queue_limit);
@@ -219,11 +219,11 @@ pub unsafe extern "C" fn tcpchat_room_local_addr(
 
 /// Write the room's port (the real one when bound to port 0) into `*out_port`.
 #[no_mangle]
-pub unsafe extern "C" fn tcpchat_room_local_port(room: *const tcpchat_room, out_port: *mut u16) -> Status {
+pub unsafe extern "C" fn tcpchat_room_local_port(room: *const tcpchat_room, out_port: *mut i32) -> Status {
     guard(|| {
         arg_nonnull(out_port, "out_port")?;
         let r = arc_from_c(room, "room")?;
-        out_port.write(r.room.local_addr().port());
+        out_port.write(i32::from(r.room.local_addr().port()));
         Ok(())
     })
 }

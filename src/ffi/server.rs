@@ -54,7 +54,7 @@ pub unsafe extern "C" fn tcpchat_server_bind(
     guard(|| {
         arg_nonnull(out_server, "out_server")?;
         let host = arg_str(host, "host")?;
-        let port = arg_port(port)?;
+        let port = arg_port(port, 0)?;
         let config = tcpchat_config::get_or_default(config);
         let server = Server::bind(host, port, config)?;
         out_server.write(arc_into_c(tcpchat_server { server }));
@@ -83,11 +83,11 @@ pub unsafe extern "C" fn tcpchat_server_local_addr(
 /// Write the port the server listens on (the real one when bound to port 0)
 /// into `*out_port`.
 #[no_mangle]
-pub unsafe extern "C" fn tcpchat_server_local_port(server: *const tcpchat_server, out_port: *mut u16) -> Status {
+pub unsafe extern "C" fn tcpchat_server_local_port(server: *const tcpchat_server, out_port: *mut i32) -> Status {
     guard(|| {
         arg_nonnull(out_port, "out_port")?;
         let s = arc_from_c(server, "server")?;
-        out_port.write(s.server.local_addr().port());
+        out_port.write(i32::from(s.server.local_addr().port()));
         Ok(())
     })
 }

@@ -99,11 +99,11 @@ tcpchat_server *bind_any(const tcpchat_config *config, uint16_t *port)
     tcpchat_server *s = NULL;
     if (!CHECK_OK(tcpchat_server_bind("127.0.0.1", 0, config, &s)))
         return NULL;
-    uint16_t p = 0;
+    int32_t p = 0;
     CHECK_OK(tcpchat_server_local_port(s, &p));
-    CHECK(p != 0);
+    CHECK(p > 0 && p <= 65535);
     if (port)
-        *port = p;
+        *port = (uint16_t)p;
     return s;
 }
 

@@ -36,6 +36,7 @@ static void test_status_names(void)
         "TCPCHAT_STATUS_RESOLVE",     "TCPCHAT_STATUS_CANCELLED",          "TCPCHAT_STATUS_INTERRUPTED",
         "TCPCHAT_STATUS_BUFFER_TOO_SMALL", "TCPCHAT_STATUS_CALLBACK",     "TCPCHAT_STATUS_SERVER_FULL",
         "TCPCHAT_STATUS_CONNECTION_RESET", "TCPCHAT_STATUS_INTERNAL",  "TCPCHAT_STATUS_WOULD_BLOCK",
+        "TCPCHAT_STATUS_LOCALLY_CLOSED",
     };
     /* The documented, stable numbers. */
     static const tcpchat_status values[] = {
@@ -45,12 +46,13 @@ static void test_status_names(void)
         TCPCHAT_STATUS_RESOLVE,     TCPCHAT_STATUS_CANCELLED,          TCPCHAT_STATUS_INTERRUPTED,
         TCPCHAT_STATUS_BUFFER_TOO_SMALL, TCPCHAT_STATUS_CALLBACK,     TCPCHAT_STATUS_SERVER_FULL,
         TCPCHAT_STATUS_CONNECTION_RESET, TCPCHAT_STATUS_INTERNAL,   TCPCHAT_STATUS_WOULD_BLOCK,
+        TCPCHAT_STATUS_LOCALLY_CLOSED,
     };
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
         CHECK((int)values[i] == i);
         CHECK(strcmp(tcpchat_status_name(i), names[i]) == 0);
     }
-    CHECK(strcmp(tcpchat_status_name(18), "TCPCHAT_STATUS_UNKNOWN") == 0);
+    CHECK(strcmp(tcpchat_status_name(19), "TCPCHAT_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(tcpchat_status_name(-1), "TCPCHAT_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(tcpchat_status_name(INT32_MAX), "TCPCHAT_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(tcpchat_status_name(INT32_MIN), "TCPCHAT_STATUS_UNKNOWN") == 0);
@@ -245,7 +247,7 @@ static void test_framings(void)
         /* The other direction still works after a half close. */
         CHECK_OK(send_str(b, "reply after half close"));
         RECV_EXPECT(a, "reply after half close");
-        CHECK_ST(send_str(a, "x"), TCPCHAT_STATUS_CLOSED);
+        CHECK_ST(send_str(a, "x"), TCPCHAT_STATUS_LOCALLY_CLOSED);
         pair_free(a, b);
         tcpchat_config_free(c);
     }
@@ -586,14 +588,15 @@ static void test_addresses(void)
     /* IPv6 loopback, when the system has it. */
     tcpchat_server *s6 = NULL;
     if (tcpchat_server_bind("::1", 0, NULL, &s6) == TCPCHAT_STATUS_OK) {
-        CHECK_OK(tcpchat_server_local_port(s6, &port));
+        int32_t port6 = 0;
+        CHECK_OK(tcpchat_server_local_port(s6, &port6));
         CHECK_OK(tcpchat_server_local_addr(s6, saddr, sizeof saddr, NULL));
-        snprintf(want, sizeof want, "[::1]:%u", (unsigned)port);
+        snprintf(want, sizeof want, "[::1]:%d", (int)port6);
         CHECK(strcmp(saddr, want) == 0);
         const char *hosts[] = {"::1", "[::1]"};
         for (int i = 0; i < 2; i++) {
             a = b = NULL;
-            CHECK_OK(tcpchat_conn_connect(hosts[i], port, NULL, &a));
+            CHECK_OK(tcpchat_conn_connect(hosts[i], port6, NULL, &a));
             CHECK_OK(tcpchat_server_accept(s6, &b));
             char peer[TCPCHAT_ADDR_MAX];
             CHECK_OK(tcpchat_conn_peer_addr(a, peer, sizeof peer, NULL));
@@ -623,11 +626,11 @@ static void test_close(void)
         size_t n;
         CHECK_ST(tcpchat_conn_recv(b, buf, sizeof buf, &n), TCPCHAT_STATUS_CLOSED);
         /* Calls on a closed handle fail cleanly. */
-        CHECK_ST(send_str(a, "x"), TCPCHAT_STATUS_CLOSED);
-        CHECK_ST(tcpchat_conn_recv(a, buf, sizeof buf, &n), TCPCHAT_STATUS_CLOSED);
-        CHECK_ST(tcpchat_conn_flush(a), TCPCHAT_STATUS_CLOSED);
+        CHECK_ST(send_str(a, "x"), TCPCHAT_STATUS_LOCALLY_CLOSED);
+        CHECK_ST(tcpchat_conn_recv(a, buf, sizeof buf, &n), TCPCHAT_STATUS_LOCALLY_CLOSED);
+        CHECK_ST(tcpchat_conn_flush(a), TCPCHAT_STATUS_LOCALLY_CLOSED);
         char addr[TCPCHAT_ADDR_MAX];
-        CHECK_ST(tcpchat_conn_peer_addr(a, addr, sizeof addr, NULL), TCPCHAT_STATUS_CLOSED);
+        CHECK_ST(tcpchat_conn_peer_addr(a, addr, sizeof addr, NULL), TCPCHAT_STATUS_LOCALLY_CLOSED);
         CHECK_OK(tcpchat_conn_cancel(a));
         tcpchat_conn_free(a);
         tcpchat_conn_free(b);

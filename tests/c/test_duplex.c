@@ -637,7 +637,7 @@ static void both_returned(struct both *x, tcpchat_status want, double t0, const 
     CHECK(rdelay < 1.0 && sdelay < 1.0);
     printf("%s: the blocked recv returned %s after %.4f s, the blocked send after %.4f s\n", what,
            tcpchat_status_name(want), rdelay, sdelay);
-    if (want == TCPCHAT_STATUS_CLOSED) {
+    if (want == TCPCHAT_STATUS_LOCALLY_CLOSED) {
         if (!CHECK(strstr(x->r.error, "another thread") != NULL))
             fprintf(stderr, "  the receive said: %s\n", x->r.error);
         if (!CHECK(strstr(x->s.error, "another thread") != NULL))
@@ -738,7 +738,7 @@ static void test_close_from_a_third_thread_wakes_both_sides(bool use_free)
     atomic_init(&k.done, false);
     double t0 = now_s();
     pthread_t ct = spawn(close_call, &k);
-    both_returned(&x, TCPCHAT_STATUS_CLOSED, t0, what);
+    both_returned(&x, TCPCHAT_STATUS_LOCALLY_CLOSED, t0, what);
     /* The graceful close sends what is queued: the peer gets the whole
      * message, then the end of the stream. */
     peer_reads_big(b, big);
@@ -750,9 +750,9 @@ static void test_close_from_a_third_thread_wakes_both_sides(bool use_free)
     JOIN(ct);
     CHECK_OK(k.status);
     if (!use_free) {
-        CHECK_ST(tcpchat_conn_recv(a, buf, sizeof buf, &n), TCPCHAT_STATUS_CLOSED);
-        CHECK_ST(send_str(a, "after close"), TCPCHAT_STATUS_CLOSED);
-        CHECK_ST(tcpchat_conn_try_recv(a, buf, sizeof buf, &n), TCPCHAT_STATUS_CLOSED);
+        CHECK_ST(tcpchat_conn_recv(a, buf, sizeof buf, &n), TCPCHAT_STATUS_LOCALLY_CLOSED);
+        CHECK_ST(send_str(a, "after close"), TCPCHAT_STATUS_LOCALLY_CLOSED);
+        CHECK_ST(tcpchat_conn_try_recv(a, buf, sizeof buf, &n), TCPCHAT_STATUS_LOCALLY_CLOSED);
         tcpchat_conn_free(a);
     }
     free(big);
@@ -847,7 +847,7 @@ static void test_waiting_receivers_are_woken(bool by_close)
     CHECK(wait_until_in_futex(second.tid));
     CHECK(!atomic_load(&second.done));
     double t0 = now_s();
-    tcpchat_status want = by_close ? TCPCHAT_STATUS_CLOSED : TCPCHAT_STATUS_CANCELLED;
+    tcpchat_status want = by_close ? TCPCHAT_STATUS_LOCALLY_CLOSED : TCPCHAT_STATUS_CANCELLED;
     struct closer k = {.conn = a};
     atomic_init(&k.done, false);
     pthread_t ct;

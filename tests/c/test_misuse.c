@@ -155,7 +155,7 @@ static void test_server_null(void)
 {
     char addr[TCPCHAT_ADDR_MAX];
     size_t n;
-    uint16_t port = 7;
+    int32_t port = 7;
     tcpchat_conn *conn = NULL;
     tcpchat_echo_stats stats;
     tcpchat_chat_callbacks cb = {NULL, next_msg, on_msg, NULL, NULL};
@@ -208,7 +208,7 @@ static void test_room_null(void)
 {
     char addr[TCPCHAT_ADDR_MAX];
     size_t n = 42;
-    uint16_t port = 7;
+    int32_t port = 7;
     tcpchat_room_stats stats;
     tcpchat_room *sentinel = (tcpchat_room *)&sentinel; /* must stay untouched */
     tcpchat_room *room = sentinel;
@@ -330,15 +330,15 @@ static void test_conn_arguments(void)
     /* Repeated and out-of-order calls. */
     CHECK_OK(tcpchat_conn_shutdown_write(a));
     CHECK_OK(tcpchat_conn_shutdown_write(a));
-    CHECK_ST(send_str(a, "x"), TCPCHAT_STATUS_CLOSED);
+    CHECK_ST(send_str(a, "x"), TCPCHAT_STATUS_LOCALLY_CLOSED);
     CHECK_OK(tcpchat_conn_cancel(a));
     CHECK_OK(tcpchat_conn_cancel(a));
     CHECK_ST(tcpchat_conn_recv(a, buf, sizeof buf, &n), TCPCHAT_STATUS_CANCELLED);
     CHECK_ST(tcpchat_conn_run_session(a, TCPCHAT_ROLE_CLIENT, &cb, NULL), TCPCHAT_STATUS_CANCELLED);
     tcpchat_conn_close(a);
     CHECK_OK(tcpchat_conn_close(a));
-    CHECK_ST(tcpchat_conn_set_read_timeout_ms(a, 5), TCPCHAT_STATUS_CLOSED);
-    CHECK_ST(tcpchat_conn_run_session(a, TCPCHAT_ROLE_CLIENT, &cb, NULL), TCPCHAT_STATUS_CLOSED);
+    CHECK_ST(tcpchat_conn_set_read_timeout_ms(a, 5), TCPCHAT_STATUS_LOCALLY_CLOSED);
+    CHECK_ST(tcpchat_conn_run_session(a, TCPCHAT_ROLE_CLIENT, &cb, NULL), TCPCHAT_STATUS_LOCALLY_CLOSED);
     tcpchat_conn_free(a);
     CHECK_OK(tcpchat_conn_close(b));
     tcpchat_conn_free(b);
