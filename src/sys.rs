@@ -1,11 +1,12 @@
 //! The few operating-system calls std does not offer: waiting on a socket
 //! *and* a wake-up descriptor at once (`poll`), an `eventfd` to wake such a
-//! wait from another thread, and spawning library threads with signals
-//! blocked. This is the only module of the core with `unsafe` code; each
+//! wait from another thread, vectored sends that never raise SIGPIPE, and
+//! spawning library threads with signals blocked. This is the only module of
+//! the core with `unsafe` code; each
 //! block is a single libc call on descriptors this module owns or borrows.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -341,6 +342,15 @@ pub(crate) fn write_stderr_now(line: &[u8]) -> bool {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         n >= 0 && n as usize == line.len()
     }
+}
+
+/// Write `bufs` to a connected socket with one `sendmsg(2)` carrying
+/// `MSG_NOSIGNAL`: a peer that has gone gives `EPIPE` (or a reset) as an
+/// error, never a SIGPIPE that would kill a program keeping the default
+/// disposition. (`write_vectored` on a socket is a plain `writev`, which
+/// raises it.) Safe code: socket2 makes the call.
+pub(crate) fn send_vectored(socket: &impl AsFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
 }
 
 /// `Instant::now() + t`, or `None` for no timeout (or one too far to represent).

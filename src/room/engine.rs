@@ -3,9 +3,9 @@
 //! Clients live in a slab indexed by their token. A line read from a client
 //! is turned into one shared, reference-counted buffer (`Arc<[u8]>`) that is
 //! pushed onto the outgoing queue of every receiver; queues are written with
-//! one `writev` per client after each round of events, so a broadcast costs
-//! one copy of the line, a pointer in each receiver's queue and one system
-//! call per receiver. Reads go through one buffer shared by all clients; a
+//! one `sendmsg` (`MSG_NOSIGNAL`: never a SIGPIPE) per client after each
+//! round of events, so a broadcast costs one copy of the line, a pointer in
+//! each receiver's queue and one system call per receiver. Reads go through one buffer shared by all clients; a
 //! client's own [`Decoder`] holds only the unfinished part of a line. Both a
 //! client's decoder and its queue free their memory whenever they are empty,
 //! so an idle client holds no buffer at all.
@@ -14,7 +14,7 @@
 //! socket; otherwise every ACK from a client would wake the loop.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +43,7 @@ const EVENTS: usize = 1024;
 const ACCEPT_BATCH: usize = 256;
 /// Bytes read from one client per wake-up before the others get a turn.
 const READ_BUDGET: usize = 4 * READ_CHUNK;
-/// Lines handed to one `writev`.
+/// Lines handed to one `sendmsg`.
 const IOV: usize = 128;
 /// How long to stop accepting after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -117,7 +117,7 @@ impl Client {
                 });
                 n += 1;
             }
-            match self.stream.write_vectored(&iov[..n]) {
+            match crate::sys::send_vectored(&self.stream, &iov[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(mut written) => {
                     self.out_bytes -= written;
