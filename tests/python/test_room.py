@@ -1050,4 +1050,7 @@ def test_chat_room_example_help_and_fresh_clone(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     flags = {w.strip("[],") for w in result.stdout.split() if w.startswith(("--", "[--"))}
-    assert flags == {"--host", "--port", "--max-clients", "--allow", "--deny", "--help"}
+    assert flags == {
+        "--host", "--port", "--max-clients", "--allow", "--deny", "--help",
+        "--idle-timeout", "--max-per-address", "--max-message-size",
+    }

@@ -13,7 +13,7 @@ many clients (:class:`Room`)::
             print(conn.recv())                       # b'hello'
 
 Errors are exceptions derived from :class:`tcpchat.Error`, one class per
-library status (:class:`TimeoutError` is also the builtin ``TimeoutError``,
+library status (:class:`TimedOutError` is also the builtin ``TimeoutError``,
 :class:`ClosedError`, :class:`RefusedError` and :class:`ResetError` are
 ``ConnectionError``\\ s, :class:`InvalidArgumentError` is a ``ValueError``),
 carrying the library's message.
@@ -37,8 +37,10 @@ from ._errors import (
     ClosedError,
     Error,
     InternalError,
+    InterruptedCallError,
     InterruptedError,
     InvalidArgumentError,
+    LocallyClosedError,
     MessageTooLargeError,
     NetworkError,
     ProtocolError,
@@ -47,6 +49,7 @@ from ._errors import (
     ResolveError,
     ServerFullError,
     Status,
+    TimedOutError,
     TimeoutError,
     WouldBlockError,
 )
@@ -83,8 +86,9 @@ __all__ = [
     "Error",
     "Framing",
     "InternalError",
-    "InterruptedError",
+    "InterruptedCallError",
     "InvalidArgumentError",
+    "LocallyClosedError",
     "LeaveReason",
     "LogLevel",
     "MessageTooLargeError",
@@ -102,7 +106,7 @@ __all__ = [
     "ServerFullError",
     "SessionEnd",
     "Status",
-    "TimeoutError",
+    "TimedOutError",
     "WouldBlockError",
     "__version__",
     "connect",

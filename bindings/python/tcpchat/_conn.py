@@ -640,7 +640,7 @@ class Connection:
             self._handle.close()
         if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
             signal_checkpoint()
-        if status not in (_ffi.TCPCHAT_STATUS_OK, _ffi.TCPCHAT_STATUS_CLOSED):
+        if status not in (_ffi.TCPCHAT_STATUS_OK, _ffi.TCPCHAT_STATUS_CLOSED, _ffi.TCPCHAT_STATUS_LOCALLY_CLOSED):
             raise from_status(status, message)
 
     def __enter__(self) -> "Connection":

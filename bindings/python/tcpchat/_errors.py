@@ -30,6 +30,7 @@ class Status(enum.IntEnum):
     CONNECTION_RESET = _ffi.TCPCHAT_STATUS_CONNECTION_RESET
     INTERNAL = _ffi.TCPCHAT_STATUS_INTERNAL
     WOULD_BLOCK = _ffi.TCPCHAT_STATUS_WOULD_BLOCK
+    LOCALLY_CLOSED = _ffi.TCPCHAT_STATUS_LOCALLY_CLOSED
 
 
 class Error(Exception):
@@ -70,19 +71,36 @@ class NetworkError(Error, OSError):
     status = Status.IO
 
 
-class TimeoutError(Error, builtins.TimeoutError):
+class TimedOutError(Error, builtins.TimeoutError):
     """A connect, read, write or idle timeout expired. Also the builtin
-    :class:`TimeoutError`. After a read timeout the connection stays usable."""
+    :class:`TimeoutError` (``except TimeoutError`` catches it). After a read
+    timeout the connection stays usable. ``tcpchat.TimeoutError`` is the same
+    class, under the name it had before; it is not in ``__all__``, so that
+    ``from tcpchat import *`` never shadows the builtin."""
 
     status = Status.TIMEOUT
 
 
+TimeoutError = TimedOutError
+
+
 class ClosedError(Error, builtins.ConnectionError):
-    """The connection is closed (locally, or after an error). A
+    """The connection is closed: the peer has gone (a send to a peer that
+    left), or, as :class:`LocallyClosedError`, this side closed it. A
     :class:`ConnectionError`. The peer closing normally is *not* an error:
     ``recv()`` returns ``None`` then."""
 
     status = Status.CLOSED
+
+
+class LocallyClosedError(ClosedError):
+    """This side closed the connection, so it cannot be used: after
+    :meth:`Connection.close` (also from another thread, which wakes the calls
+    blocked on it), after the library closed it because of an error (the
+    message says which), or a send after :meth:`Connection.shutdown_write`.
+    A :class:`ClosedError`."""
+
+    status = Status.LOCALLY_CLOSED
 
 
 class MessageTooLargeError(Error, ValueError):
@@ -126,12 +144,17 @@ class CancelledError(Error):
     status = Status.CANCELLED
 
 
-class InterruptedError(Error, builtins.InterruptedError):
+class InterruptedCallError(Error, builtins.InterruptedError):
     """A signal handler ran during a blocking call and the call could not be
     resumed (a chat session). Plain receives, sends and accepts are resumed
-    automatically instead (PEP 475)."""
+    automatically instead (PEP 475). Also the builtin :class:`InterruptedError`;
+    ``tcpchat.InterruptedError`` is the same class under its former name (not
+    in ``__all__``)."""
 
     status = Status.INTERRUPTED
+
+
+InterruptedError = InterruptedCallError
 
 
 class BufferTooSmallError(Error):
@@ -178,15 +201,16 @@ _BY_STATUS: Dict[int, Type[Error]] = {
     for cls in (
         InvalidArgumentError,
         NetworkError,
-        TimeoutError,
+        TimedOutError,
         ClosedError,
+        LocallyClosedError,
         MessageTooLargeError,
         ProtocolError,
         AddressInUseError,
         RefusedError,
         ResolveError,
         CancelledError,
-        InterruptedError,
+        InterruptedCallError,
         BufferTooSmallError,
         CallbackError,
         ServerFullError,

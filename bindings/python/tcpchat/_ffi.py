@@ -27,7 +27,6 @@ from ctypes import (
     c_int32,
     c_size_t,
     c_uint8,
-    c_uint16,
     c_uint32,
     c_uint64,
     c_void_p,
@@ -300,6 +299,7 @@ TCPCHAT_STATUS_SERVER_FULL = 14
 TCPCHAT_STATUS_CONNECTION_RESET = 15
 TCPCHAT_STATUS_INTERNAL = 16
 TCPCHAT_STATUS_WOULD_BLOCK = 17
+TCPCHAT_STATUS_LOCALLY_CLOSED = 18
 
 TCPCHAT_SESSION_END_LOCAL_END = 0
 TCPCHAT_SESSION_END_PEER_END = 1
@@ -520,9 +520,9 @@ tcpchat_room_bind = _declare(
 tcpchat_room_local_addr = _declare(
     "tcpchat_room_local_addr", tcpchat_status, [_room_p, c_char_p, c_size_t, _size_p]
 )
-# tcpchat_status tcpchat_room_local_port(const tcpchat_room *room, uint16_t *out_port);
+# tcpchat_status tcpchat_room_local_port(const tcpchat_room *room, int32_t *out_port);
 tcpchat_room_local_port = _declare(
-    "tcpchat_room_local_port", tcpchat_status, [_room_p, POINTER(c_uint16)]
+    "tcpchat_room_local_port", tcpchat_status, [_room_p, POINTER(c_int32)]
 )
 # tcpchat_status tcpchat_room_set_callback(const tcpchat_room *room,
 #     tcpchat_room_callback callback, void *user_data);
@@ -561,9 +561,9 @@ tcpchat_server_bind = _declare(
 tcpchat_server_local_addr = _declare(
     "tcpchat_server_local_addr", tcpchat_status, [_server_p, c_char_p, c_size_t, _size_p]
 )
-# tcpchat_status tcpchat_server_local_port(const tcpchat_server *server, uint16_t *out_port);
+# tcpchat_status tcpchat_server_local_port(const tcpchat_server *server, int32_t *out_port);
 tcpchat_server_local_port = _declare(
-    "tcpchat_server_local_port", tcpchat_status, [_server_p, POINTER(c_uint16)]
+    "tcpchat_server_local_port", tcpchat_status, [_server_p, POINTER(c_int32)]
 )
 # tcpchat_status tcpchat_server_accept(const tcpchat_server *server, tcpchat_conn **out_conn);
 tcpchat_server_accept = _declare(

@@ -7,7 +7,7 @@ import weakref
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from . import _ffi
-from ._errors import ClosedError
+from ._errors import LocallyClosedError
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ class Handle(Generic[T]):
     def __enter__(self) -> T:
         with self._lock:
             if self._closing or self._ptr is None:
-                raise ClosedError(f"the {self._what} is closed")
+                raise LocallyClosedError(f"the {self._what} is closed")
             self._users += 1
             return self._ptr
 

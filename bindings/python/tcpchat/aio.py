@@ -60,6 +60,7 @@ from ._conn import connect as _sync_connect
 from ._errors import (
     ClosedError,
     Error,
+    LocallyClosedError,
     InvalidArgumentError,
     MessageTooLargeError,
     TimeoutError,
@@ -364,7 +365,7 @@ class Connection:
         """Wait until the descriptor is readable, or :class:`TimeoutError`
         at ``deadline``, or :class:`ClosedError` when the connection closes."""
         if self._freed:
-            raise ClosedError("the connection was closed locally")
+            raise LocallyClosedError("the connection was closed locally")
         fut: "asyncio.Future[None]" = self._loop.create_future()
         waiters.append(fut)
         timer = None
@@ -381,7 +382,7 @@ class Connection:
 
     def _check_open(self) -> None:
         if self._closing:
-            raise ClosedError("the connection was closed locally")
+            raise LocallyClosedError("the connection was closed locally")
 
     # ----- sending --------------------------------------------------------
 
@@ -530,7 +531,7 @@ class Connection:
             failed, waiters[:] = waiters[:], []
             for fut in failed:
                 if not fut.done():
-                    fut.set_exception(ClosedError("the connection was closed locally"))
+                    fut.set_exception(LocallyClosedError("the connection was closed locally"))
 
     def _free(self, abort: bool) -> None:
         """Stop watching the descriptor, then close and free the connection
