@@ -19,19 +19,39 @@ if [ -z "${VALGRIND:-}" ]; then
     if command -v valgrind >/dev/null 2>&1; then VALGRIND=1; else VALGRIND=0; fi
 fi
 
+# Each suite's full output goes to its own log under target/test-logs/; the
+# terminal (and CI) gets one line per suite, the path of a failed suite's log
+# with its last lines, and a summary table at the end.
+LOGS=target/test-logs
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
 passed=0
 failed=0
 failures=()
+summary=()
+n=0
 step() {
     local name=$1
     shift
-    printf '\n==> %s\n' "$name"
-    if "$@"; then
+    n=$((n + 1))
+    local log
+    log=$LOGS/$(printf '%02d' "$n")-$(printf '%s' "$name" | tr -c 'A-Za-z0-9' '-' | tr -s '-' | sed 's/-$//').log
+    local start=$SECONDS
+    printf '%-62s ' "$name"
+    if "$@" >"$log" 2>&1; then
+        local took=$((SECONDS - start))
         passed=$((passed + 1))
+        printf 'passed %4d s\n' "$took"
+        summary+=("$(printf 'passed %4d s  %s' "$took" "$name")")
     else
+        local took=$((SECONDS - start))
         failed=$((failed + 1))
         failures+=("$name")
-        printf '==> FAILED: %s\n' "$name"
+        printf 'FAILED %4d s  (log: %s)\n' "$took" "$log"
+        summary+=("$(printf 'FAILED %4d s  %s  (log: %s)' "$took" "$name" "$log")")
+        printf -- '---- last lines of %s ----\n' "$log"
+        tail -n 40 "$log" | sed 's/^/    /'
+        printf -- '----\n'
     fi
 }
 
@@ -43,7 +63,7 @@ step "Rust: unit, integration and doc tests" cargo test --release
 if cargo clippy --version >/dev/null 2>&1; then
     step "Rust: clippy" cargo clippy --release --all-targets -- -D warnings
 else
-    printf '\n==> Rust: clippy is not installed; skipped\n'
+    printf 'Rust: clippy is not installed; skipped\n'
 fi
 step "C: examples" make -C examples/c
 step "C: tests (valgrind=$VALGRIND)" make -C tests/c check VALGRIND="$VALGRIND"
@@ -58,7 +78,11 @@ if [ "${TCPCHAT_SKIP_FUZZ:-0}" != 1 ]; then
     step "Fuzz: each target for a short run" bash fuzz/run.sh "${TCPCHAT_FUZZ_SECONDS:-15}"
 fi
 
-printf '\n'
+printf '\n== summary (full logs in %s/) ==\n' "$LOGS"
+for line in "${summary[@]}"; do
+    printf '%s\n' "$line"
+done
+printf 'total: %d s\n' "$SECONDS"
 if [ "$failed" -gt 0 ]; then
     printf 'failed suites: %s\n' "${failures[*]}"
 fi
