@@ -190,7 +190,8 @@ typedef enum {
      */
     TCPCHAT_LEAVE_REASON_IDLE_TIMEOUT = 4,
     /**
-     * It sent a line longer than the maximum message size.
+     * It sent a line longer than the room's line limit (16 KiB by default,
+     * never more than the maximum message size).
      */
     TCPCHAT_LEAVE_REASON_LINE_TOO_LONG = 5,
     /**
@@ -654,8 +655,15 @@ tcpchat_status tcpchat_escape_text(const uint8_t *text, size_t len, char *buf, s
 tcpchat_config *tcpchat_config_new(void);
 
 /**
- * Free a config. NULL is ignored. Connections and servers made with it are
- * not affected.
+ * Free a config. NULL is ignored. Connections, servers and rooms made with
+ * it are not affected (each copied it).
+ *
+ * Free it exactly once, and use it no more afterwards: as with `free()`,
+ * freeing the same config twice, or passing a freed config to any
+ * function, is undefined behaviour that the library cannot detect (a config
+ * is a plain single-owner handle, unlike the reference-counted
+ * connections, servers and rooms). Set your pointer to NULL after freeing
+ * if it may be freed again.
  */
 void tcpchat_config_free(tcpchat_config *config);
 
@@ -991,8 +999,11 @@ tcpchat_status tcpchat_conn_try_flush(tcpchat_conn *conn);
  * `tcpchat_room_start()`.
  *
  * `config` may be NULL for defaults (it is copied); its framing must be
- * line framing (the default). The room uses its maximum message size (a
- * longer line gets a notice and its sender is closed), idle timeout, close
+ * line framing (the default). The room's line limit is 16 KiB, or the
+ * config's maximum message size if smaller (a longer line gets a notice
+ * and its sender is closed); no line it relays is longer than 1 MiB, its
+ * `NAME: ` prefix included, so members with default settings take every
+ * one. The room also uses the config's idle timeout, close
  * timeout, maximum number of clients, TCP_NODELAY, backlog and access
  * lists. `queue_limit` bounds each client's outgoing queue in bytes (0 =
  * the default, 256 KiB): a client whose unread lines exceed it is dropped

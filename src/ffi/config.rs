@@ -68,8 +68,15 @@ pub extern "C" fn tcpchat_config_new() -> *mut tcpchat_config {
     })
 }
 
-/// Free a config. NULL is ignored. Connections and servers made with it are
-/// not affected.
+/// Free a config. NULL is ignored. Connections, servers and rooms made with
+/// it are not affected (each copied it).
+///
+/// Free it exactly once, and use it no more afterwards: as with `free()`,
+/// freeing the same config twice, or passing a freed config to any
+/// function, is undefined behaviour that the library cannot detect (a config
+/// is a plain single-owner handle, unlike the reference-counted
+/// connections, servers and rooms). Set your pointer to NULL after freeing
+/// if it may be freed again.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_config_free(config: *mut tcpchat_config) {
     guard_value((), || box_free(config))

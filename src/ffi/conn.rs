@@ -69,6 +69,9 @@ pub struct tcpchat_conn {
     local: SocketAddr,
     closed: AtomicBool,
     poll: PollAccess,
+    /// The configured maximum message size, checked before a caller's
+    /// buffer is touched.
+    max_message: usize,
 }
 
 impl tcpchat_conn {
@@ -76,6 +79,7 @@ impl tcpchat_conn {
         let ms = |t: Option<Duration>| t.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
         let (read_ms, write_ms) = (ms(conn.read_timeout()), ms(conn.write_timeout()));
         let (peer, local, cancel, poll) = (conn.peer_addr(), conn.local_addr(), conn.canceller(), conn.poll_access());
+        let max_message = conn.config().max_message_size;
         let (rx, tx) = conn.split();
         arc_into_c(tcpchat_conn {
             cancel,
@@ -87,6 +91,7 @@ impl tcpchat_conn {
             local,
             closed: AtomicBool::new(false),
             poll,
+            max_message,
         })
     }
 
@@ -119,6 +124,20 @@ impl tcpchat_conn {
         let tx = held.value();
         tx.set_write_timeout(remaining(t, waited))?;
         f(tx)
+    }
+
+    /// Refuse a message over the size limit from its length alone, before
+    /// a byte of the caller's buffer is read (a wrong length from C must not
+    /// make the library read past the buffer or try a huge allocation).
+    fn check_len(&self, len: usize, what: &str) -> Result<()> {
+        if len > self.max_message {
+            return Err(Error::MessageTooLarge {
+                size: len as u64,
+                max: self.max_message,
+                context: format!(" ({what} refused on send; nothing sent)"),
+            });
+        }
+        Ok(())
     }
 
     fn check_open(&self) -> Result<()> {
@@ -393,8 +412,10 @@ pub unsafe extern "C" fn tcpchat_conn_connect(
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_send(conn: *mut tcpchat_conn, msg: *const u8, len: usize) -> Status {
     guard(|| {
+        let handle: Arc<tcpchat_conn> = arc_from_c(conn, "conn")?;
+        handle.check_len(len, "msg")?;
         let msg = arg_bytes(msg, len, "msg")?;
-        with_tx(conn, true, |c| c.send(msg))
+        handle.with_tx(true, |c| c.send(msg))
     })
 }
 
@@ -423,7 +444,11 @@ pub unsafe extern "C" fn tcpchat_conn_send_many(
         // message naming the bad index is only formatted on failure), then
         // hand the messages to send_many as an iterator, without collecting
         // them into a Vec.
+        let handle: Arc<tcpchat_conn> = arc_from_c(conn, "conn")?;
         for (i, (&p, &n)) in ptrs.iter().zip(lens).enumerate() {
+            if n > handle.max_message {
+                handle.check_len(n, &format!("msgs[{i}]"))?;
+            }
             if (p.is_null() && n != 0) || n > isize::MAX as usize {
                 arg_bytes(p, n, &format!("msgs[{i}]"))?;
             }
@@ -437,7 +462,7 @@ pub unsafe extern "C" fn tcpchat_conn_send_many(
                 std::slice::from_raw_parts(p, n)
             }
         });
-        with_tx(conn, true, |c| c.send_many(parts))
+        handle.with_tx(true, |c| c.send_many(parts))
     })
 }
 
@@ -484,8 +509,10 @@ pub unsafe extern "C" fn tcpchat_conn_send_packed(
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_queue(conn: *mut tcpchat_conn, msg: *const u8, len: usize) -> Status {
     guard(|| {
+        let handle: Arc<tcpchat_conn> = arc_from_c(conn, "conn")?;
+        handle.check_len(len, "msg")?;
         let msg = arg_bytes(msg, len, "msg")?;
-        with_tx(conn, true, |c| c.queue(msg))
+        handle.with_tx(true, |c| c.queue(msg))
     })
 }
 
@@ -837,8 +864,10 @@ pub unsafe extern "C" fn tcpchat_conn_try_recv(
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_try_send(conn: *mut tcpchat_conn, msg: *const u8, len: usize) -> Status {
     guard(|| {
+        let handle: Arc<tcpchat_conn> = arc_from_c(conn, "conn")?;
+        handle.check_len(len, "msg")?;
         let msg = arg_bytes(msg, len, "msg")?;
-        with_tx(conn, false, |c| c.try_send(msg))
+        handle.with_tx(false, |c| c.try_send(msg))
     })
 }
 

@@ -345,6 +345,42 @@ static void test_conn_arguments(void)
     tcpchat_config_free(c);
 }
 
+/* A length over the message-size limit is refused before a byte of the
+ * caller's buffer is read, in every framing, whatever the length: under ASan
+ * or valgrind, reading past the 16-byte buffer would be reported, and a
+ * length of 2^40 must not make the library abort on an allocation. */
+static void test_lengths_over_the_limit_never_read_or_allocate(void)
+{
+    const tcpchat_framing framings[] = {TCPCHAT_FRAMING_RAW, TCPCHAT_FRAMING_LINE, TCPCHAT_FRAMING_FRAME};
+    for (int f = 0; f < 3; f++) {
+        tcpchat_config *c = test_config(framings[f]);
+        CHECK_OK(tcpchat_config_set_max_message_size(c, 64));
+        tcpchat_conn *a, *b;
+        if (!conn_pair(c, &a, &b)) {
+            tcpchat_config_free(c);
+            return;
+        }
+        uint8_t small[16] = "0123456789abcde";
+        const size_t lengths[] = {65, 4096, (size_t)1 << 40, SIZE_MAX / 2};
+        for (int i = 0; i < 4; i++) {
+            size_t len = lengths[i];
+            CHECK_ST(tcpchat_conn_send(a, small, len), TCPCHAT_STATUS_MESSAGE_TOO_LARGE);
+            CHECK_ST(tcpchat_conn_try_send(a, small, len), TCPCHAT_STATUS_MESSAGE_TOO_LARGE);
+            CHECK_ST(tcpchat_conn_queue(a, small, len), TCPCHAT_STATUS_MESSAGE_TOO_LARGE);
+            const uint8_t *msgs[1] = {small};
+            CHECK_ST(tcpchat_conn_send_many(a, msgs, &len, 1), TCPCHAT_STATUS_MESSAGE_TOO_LARGE);
+        }
+        /* Nothing was sent: the next message is the first the peer sees. */
+        CHECK_OK(tcpchat_conn_send(a, small, 5));
+        uint8_t buf[64];
+        size_t n = 0;
+        CHECK_OK(tcpchat_conn_recv(b, buf, sizeof buf, &n));
+        CHECK(n == 5 && memcmp(buf, "01234", 5) == 0);
+        pair_free(a, b);
+        tcpchat_config_free(c);
+    }
+}
+
 int main(void)
 {
     test_free_null();
@@ -355,5 +391,6 @@ int main(void)
     test_server_null();
     test_room_null();
     test_conn_arguments();
+    test_lengths_over_the_limit_never_read_or_allocate();
     return finish();
 }
