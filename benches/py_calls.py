@@ -17,6 +17,8 @@ join, the ctypes array of lengths) next to the same batch with the lengths
 in an ``array.array`` handed over with ``from_buffer``, and the work after
 ``tcpchat_conn_recv_many`` returns (slicing the block into ``bytes``).
 This is the profile behind the A and B Python rows of BENCHMARKS.md.
+With ``TCPCHAT_BINDING=DIR TCPCHAT_LIB=SO`` it measures another build's
+binding and library (BENCHMARKS.md, the full-duplex change).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = os.path.join(ROOT, "target", "release", "libtcpchat.so")
 if "TCPCHAT_LIB" not in os.environ and os.path.exists(LIB):
     os.environ["TCPCHAT_LIB"] = LIB
-sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+# TCPCHAT_BINDING: another binding directory (another revision's, with its
+# library in TCPCHAT_LIB), to compare the per-call costs of two builds.
+sys.path.insert(0, os.environ.get("TCPCHAT_BINDING") or os.path.join(ROOT, "bindings", "python"))
 import tcpchat  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
 from tcpchat import _ffi  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
 

@@ -765,7 +765,10 @@ fn a_line_of_many_mib_without_a_newline() {
                     assert_eq!(lines.len(), 2, "{text}");
                     assert_eq!(
                         lines[1],
-                        format!("error: line longer than {MAX} bytes; closing")
+                        format!(
+                            "error: line longer than {} bytes; closing",
+                            RoomConfig::default().line_limit()
+                        )
                     );
                 }
             }

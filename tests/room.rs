@@ -737,3 +737,62 @@ fn the_chat_room_example_serves_and_stops_on_sigterm() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("usage: chat_room"));
 }
+
+#[test]
+fn relayed_lines_fit_a_client_with_default_settings() {
+    // The room's line limit is chat-sized by default; every line it relays,
+    // with the longest name and terminal controls escaped, reaches members
+    // whose connections have the default settings (a 1 MiB limit).
+    let limit = RoomConfig::default().line_limit();
+    assert_eq!(limit, 16 * 1024);
+    let room = room(Config::default());
+    let mut p = members(room.local_addr(), 2);
+    let long_name = "n".repeat(32);
+    let old = p[0].name.clone();
+    p[0].send(&format!("/nick {long_name}"));
+    p[0].expect(&format!("* you are now known as {long_name}"));
+    p[1].expect(&format!("* {old} is now known as {long_name}"));
+    let plain = "x".repeat(limit);
+    p[0].send(&plain);
+    p[1].expect(&format!("{long_name}: {plain}"));
+    p[0].send(&"\u{1b}".repeat(limit));
+    p[1].expect(&format!("{long_name}: {}", "\\x1b".repeat(limit)));
+    // One byte more closes its sender.
+    p[0].send(&"x".repeat(limit + 1));
+    assert_eq!(
+        p[0].until_eof(),
+        vec![format!("error: line longer than {limit} bytes; closing")]
+    );
+    p[1].expect(&format!("* {long_name} was dropped (line too long)"));
+}
+
+#[test]
+fn a_line_that_would_be_relayed_over_a_mebibyte_is_refused_and_its_sender_stays() {
+    const MIB: usize = 1 << 20;
+    // The largest line limit allowed: a line of it from a 32-byte name is
+    // relayed at exactly 1 MiB, what a default client takes.
+    let max_line = MIB - 34;
+    assert!(RoomConfig::default().with_max_line(max_line + 1).validate().is_err());
+    let room = room(RoomConfig::default().with_max_line(max_line));
+    let mut p = members(room.local_addr(), 2);
+    let long_name = "m".repeat(32);
+    let old = p[0].name.clone();
+    p[0].send(&format!("/nick {long_name}"));
+    p[0].expect(&format!("* you are now known as {long_name}"));
+    p[1].expect(&format!("* {old} is now known as {long_name}"));
+    let plain = "y".repeat(max_line);
+    p[0].send(&plain);
+    let got = p[1].line();
+    assert_eq!(got.len(), MIB);
+    assert_eq!(got, format!("{long_name}: {plain}"));
+    // Escaping would take it past the limit: refused, to the sender alone.
+    p[0].send(&format!("{}\u{1b}", "y".repeat(max_line - 1)));
+    p[0].expect(&format!(
+        "error: your line would be {} bytes relayed (at most {MIB}); it was not sent",
+        MIB + 3
+    ));
+    p[0].send("still here");
+    p[1].expect(&format!("{long_name}: still here"));
+    // Posts obey the same bound.
+    assert!(room.post(&"\u{1b}".repeat(MIB / 2)).is_err());
+}

@@ -167,8 +167,11 @@ impl CallbackTarget {
 /// `tcpchat_room_start()`.
 ///
 /// `config` may be NULL for defaults (it is copied); its framing must be
-/// line framing (the default). The room uses its maximum message size (a
-/// longer line gets a notice and its sender is closed), idle timeout, close
+/// line framing (the default). The room's line limit is 16 KiB, or the
+/// config's maximum message size if smaller (a longer line gets a notice
+/// and its sender is closed); no line it relays is longer than 1 MiB, its
+/// `NAME: ` prefix included, so members with default settings take every
+/// one. The room also uses the config's idle timeout, close
 /// timeout, maximum number of clients, TCP_NODELAY, backlog and access
 /// lists. `queue_limit` bounds each client's outgoing queue in bytes (0 =
 /// the default, 256 KiB): a client whose unread lines exceed it is dropped

@@ -25,7 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::text::{self, Input};
-use super::{Counters, Inbox, LeaveReason, RoomConfig, RoomEvent};
+use super::{Counters, Inbox, LeaveReason, RoomConfig, RoomEvent, RELAY_MAX};
 use crate::access::{self, AddressSlot, IpNet, PerAddress};
 use crate::config::Framing;
 use crate::echo::server_full_message;
@@ -252,7 +252,7 @@ impl Engine {
                 allow: c.allow.clone(),
                 deny: c.deny.clone(),
                 max_per_address: c.max_per_address,
-                max_line: c.max_message_size,
+                max_line: config.line_limit(),
                 idle: c.idle_timeout,
                 close_timeout: c.close_timeout,
                 max_clients: c.max_clients,
@@ -619,14 +619,22 @@ impl Engine {
                         c.last_line = now;
                         continue;
                     }
-                    Input::Say(t) => Action::Say {
-                        line: if raw_text {
+                    Input::Say(t) => {
+                        let line = if raw_text {
                             text::chat(&c.name, t)
                         } else {
                             text::chat(&c.name, &crate::text::escape_text(t))
-                        },
-                        text: want_text.then(|| t.to_string()),
-                    },
+                        };
+                        // Without its newline, what every client accepts.
+                        if line.len() - 1 > RELAY_MAX {
+                            Action::Reply(text::too_long_to_relay(line.len() - 1, RELAY_MAX))
+                        } else {
+                            Action::Say {
+                                line,
+                                text: want_text.then(|| t.to_string()),
+                            }
+                        }
+                    }
                     Input::Nick(n) => Action::Nick(n.to_string()),
                     Input::Who => Action::Who,
                     Input::Quit => Action::Quit,

@@ -23,7 +23,8 @@
 //! | `/quit` | that client gets `* bye` and is closed; the others get `* NAME left` |
 //! | any other `/WORD` | that client gets `error: unknown command /WORD (commands: /nick NAME, /who, /quit)` |
 //! | a line that is not UTF-8 | that client gets `error: your line is not valid UTF-8; it was not sent`; it stays |
-//! | a line over [`Config::max_message_size`] | that client gets `error: line longer than MAX bytes; closing` and is closed |
+//! | a line over the room's line limit (see *Limits*) | that client gets `error: line longer than MAX bytes; closing` and is closed |
+//! | a line whose relay would pass 1 MiB (terminal controls escaped, with the prefix) | that client gets `error: your line would be N bytes relayed (at most 1048576); it was not sent`; it stays |
 //!
 //! Command names are case-insensitive. A client joins as `guest1`,
 //! `guest2`, ... (a free name), and is greeted with
@@ -37,12 +38,23 @@
 //! On shutdown every client gets `* server shutting down` and is closed.
 //!
 //! Lines from one sender reach each receiver in the order sent, none lost
-//! and none doubled, as long as the receiver stays in the room. A delivered
-//! message is the sender's name, `: ` and the text, so it can be up to 34
-//! bytes longer than [`Config::max_message_size`].
+//! and none doubled, as long as the receiver stays in the room.
 //!
 //! # Limits
 //!
+//! * **Line length**: a member's line (its text, without the newline) may
+//!   be up to the smaller of [`RoomConfig::max_line`] (default 16 KiB, a
+//!   chat-sized line: IRC's is 512 bytes) and [`Config::max_message_size`]
+//!   bytes; a longer one closes that member, as in the table above.
+//! * **Relayed lines fit every client**: no line the room writes is longer
+//!   than 1 MiB ([`crate::config::DEFAULT_MAX_MESSAGE_SIZE`], what a client
+//!   with default settings accepts), its prefix included. A delivered
+//!   message is the sender's name (at most 32 bytes), `: ` and the text with
+//!   terminal controls escaped, so with the default line limit it is at
+//!   most 64 KiB + 34 bytes and always fits; with a larger
+//!   [`RoomConfig::max_line`] a line that would not fit is refused with a
+//!   notice to its sender alone (it stays in the room). A post
+//!   ([`RoomHandle::post`]) is refused the same way.
 //! * **Slow readers**: each client has an outgoing queue of at most
 //!   [`RoomConfig::queue_limit`] bytes (the lines it has not read yet, beyond
 //!   what the kernel's socket buffers hold). When a line would overflow it,
@@ -58,8 +70,8 @@
 //! * **Closing**: a client being closed gets its queued lines, then the write
 //!   half is shut down and what it still sends is read and dropped until it
 //!   closes, for at most [`Config::close_timeout`].
-//! * **Memory**: a client's incoming partial line is held up to
-//!   [`Config::max_message_size`]; its outgoing queue up to
+//! * **Memory**: a client's incoming partial line is held up to the line
+//!   limit; its outgoing queue up to
 //!   [`RoomConfig::queue_limit`] plus one line. Both are freed when empty.
 //!
 //! * **Access**: the rules of [`crate::access`] apply the moment a client is
@@ -111,6 +123,16 @@ use engine::Engine;
 /// would put a public constant in the C header.)
 const DEFAULT_QUEUE_LIMIT: usize = 256 * 1024;
 
+/// The default [`RoomConfig::max_line`]: 16 KiB.
+const DEFAULT_MAX_LINE: usize = 16 * 1024;
+
+/// The longest line the room writes, without its newline: what a client
+/// with default settings accepts ([`crate::config::DEFAULT_MAX_MESSAGE_SIZE`]).
+pub(crate) const RELAY_MAX: usize = crate::config::DEFAULT_MAX_MESSAGE_SIZE;
+
+/// The longest prefix of a relayed line: a 32-byte name and `: `.
+const MAX_PREFIX: usize = 34;
+
 /// Settings of a [`Room`]: the shared [`Config`] plus what only a room has.
 ///
 /// Built from a `Config` with `RoomConfig::from(config)` (or `.into()`;
@@ -126,6 +148,13 @@ pub struct RoomConfig {
     /// always accepted, whatever its size. Default: 256 KiB.
     /// Must be at least 1.
     pub queue_limit: usize,
+    /// The longest line a member may send, in bytes (its text, without the
+    /// newline); the room takes the smaller of this and
+    /// [`Config::max_message_size`]. A longer line gets its sender
+    /// `error: line longer than MAX bytes; closing` and closes it. Default:
+    /// 16 KiB. Must be between 1 and 1 MiB - 34 (so that the relayed line,
+    /// with its `NAME: ` prefix, fits a client with default settings).
+    pub max_line: usize,
     /// Relay text as it was typed, terminal controls included. Default
     /// `false`: every line is relayed with terminal controls shown in the
     /// visible notation of [`crate::text`] (`\x1b`, `\u{202e}`), so that no
@@ -145,6 +174,7 @@ impl From<Config> for RoomConfig {
         RoomConfig {
             config,
             queue_limit: DEFAULT_QUEUE_LIMIT,
+            max_line: DEFAULT_MAX_LINE,
             raw_text: false,
         }
     }
@@ -157,6 +187,18 @@ impl RoomConfig {
         self
     }
 
+    /// Set [`RoomConfig::max_line`].
+    pub fn with_max_line(mut self, bytes: usize) -> RoomConfig {
+        self.max_line = bytes;
+        self
+    }
+
+    /// The longest line a member may send: the smaller of
+    /// [`RoomConfig::max_line`] and [`Config::max_message_size`].
+    pub fn line_limit(&self) -> usize {
+        self.max_line.min(self.config.max_message_size)
+    }
+
     /// Set [`RoomConfig::queue_limit`].
     pub fn with_queue_limit(mut self, bytes: usize) -> RoomConfig {
         self.queue_limit = bytes;
@@ -164,7 +206,8 @@ impl RoomConfig {
     }
 
     /// Check that every value can work ([`Config::validate`], line framing, a
-    /// positive queue limit); the error names the first that cannot.
+    /// positive queue limit, a line limit in range); the error names the
+    /// first that cannot.
     pub fn validate(&self) -> Result<()> {
         self.config.validate()?;
         if self.config.framing != Framing::Line {
@@ -175,6 +218,13 @@ impl RoomConfig {
         }
         if self.queue_limit == 0 {
             return Err(Error::invalid("queue_limit must be at least 1"));
+        }
+        if self.max_line == 0 || self.max_line > RELAY_MAX - MAX_PREFIX {
+            return Err(Error::invalid(format!(
+                "max_line {} is out of range (1 to {})",
+                self.max_line,
+                RELAY_MAX - MAX_PREFIX
+            )));
         }
         Ok(())
     }
@@ -195,7 +245,8 @@ pub enum LeaveReason {
     SlowReader = 3,
     /// It sent no complete line for the idle timeout.
     IdleTimeout = 4,
-    /// It sent a line longer than the maximum message size.
+    /// It sent a line longer than the room's line limit (16 KiB by default,
+    /// never more than the maximum message size).
     LineTooLong = 5,
     /// The room shut down.
     Shutdown = 6,
@@ -381,15 +432,24 @@ impl Shared {
         if self.inbox.stop.load(Ordering::SeqCst) {
             return Err(self.stopped_error());
         }
+        let line = if self.inbox.raw_text.load(Ordering::Relaxed) {
+            text::posted(text)
+        } else {
+            text::posted(&crate::text::escape_text(text))
+        };
+        // Without its newline, within what every client accepts.
+        if line.len() - 1 > RELAY_MAX {
+            return Err(Error::MessageTooLarge {
+                size: (line.len() - 1) as u64,
+                max: RELAY_MAX,
+                context: " (posted to the room, as relayed: `* ` and the text escaped)".into(),
+            });
+        }
         self.inbox
             .posts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(if self.inbox.raw_text.load(Ordering::Relaxed) {
-                text::posted(text)
-            } else {
-                text::posted(&crate::text::escape_text(text))
-            });
+            .push(line);
         self.inbox.wake();
         Ok(())
     }

@@ -165,6 +165,14 @@ pub(crate) fn bad_utf8() -> Arc<[u8]> {
     line("error: your line is not valid UTF-8; it was not sent")
 }
 
+/// A line whose relay (`NAME: ` and the text, terminal controls escaped)
+/// would pass the room's relay limit: refused, the sender stays.
+pub(crate) fn too_long_to_relay(len: usize, max: usize) -> Arc<[u8]> {
+    line(&format!(
+        "error: your line would be {len} bytes relayed (at most {max}); it was not sent"
+    ))
+}
+
 pub(crate) fn too_long(max: usize) -> Arc<[u8]> {
     line(&format!("error: line longer than {max} bytes; closing"))
 }

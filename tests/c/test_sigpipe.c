@@ -36,7 +36,10 @@ static tcpchat_status send_until_error(tcpchat_conn *conn)
 
 static bool is_peer_gone(tcpchat_status st)
 {
-    return st == TCPCHAT_STATUS_CONNECTION_RESET || st == TCPCHAT_STATUS_CLOSED;
+    /* The first call sees the reset or the peer's close; later ones find the
+       connection closed by the library after that error. */
+    return st == TCPCHAT_STATUS_CONNECTION_RESET || st == TCPCHAT_STATUS_CLOSED ||
+           st == TCPCHAT_STATUS_LOCALLY_CLOSED;
 }
 
 /* Every way of sending, after the peer has gone: an error each, no signal. */

@@ -72,7 +72,8 @@ class LeaveReason(enum.Enum):
     SLOW_READER = _ffi.TCPCHAT_LEAVE_REASON_SLOW_READER
     #: It sent no complete line for ``idle_timeout``.
     IDLE_TIMEOUT = _ffi.TCPCHAT_LEAVE_REASON_IDLE_TIMEOUT
-    #: It sent a line longer than ``max_message_size``.
+    #: It sent a line longer than the room's line limit (16 KiB, or
+    #: ``max_message_size`` if smaller).
     LINE_TOO_LONG = _ffi.TCPCHAT_LEAVE_REASON_LINE_TOO_LONG
     #: The room shut down.
     SHUTDOWN = _ffi.TCPCHAT_LEAVE_REASON_SHUTDOWN
@@ -288,7 +289,9 @@ class Room:
     ``Room()`` listens on 127.0.0.1 on a free port (:attr:`address` and
     :attr:`port` give the real one). Settings come from ``config`` and the
     keyword arguments, as for :class:`Server`; the room uses
-    ``max_message_size``, ``idle_timeout``, ``close_timeout``,
+    ``max_message_size`` (its line limit is 16 KiB, or this if smaller; no
+    line it relays is over 1 MiB with its ``NAME: `` prefix, so members with
+    default settings take every one), ``idle_timeout``, ``close_timeout``,
     ``max_clients``, ``nodelay``, ``backlog``, ``allow``, ``deny`` and
     ``max_per_address``; the framing must be ``LINE`` (the default).
     ``queue_limit`` bounds each client's outgoing queue in bytes (None: the
