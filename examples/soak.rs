@@ -130,7 +130,9 @@ fn room_child() {
         .with_max_message_size(MAX_LINE)
         .with_max_clients(MAX_CLIENTS)
         .with_close_timeout(Duration::from_secs(1));
-    let config = RoomConfig::from(config).with_queue_limit(QUEUE_LIMIT);
+    let config = RoomConfig::from(config)
+        .with_queue_limit(QUEUE_LIMIT)
+        .with_max_line(MAX_LINE);
     let room = Room::bind("127.0.0.1", 0, config).expect("soak: binding the room");
     room.start().expect("soak: starting the room");
     println!("listening on {}", room.local_addr());
