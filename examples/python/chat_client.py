@@ -32,7 +32,7 @@ def main() -> int:
             conn.read_timeout = 1.0
             try:
                 conn.run_session(tcpchat.Role.CLIENT, terminal.next_message, terminal.on_message)
-            except tcpchat.TimeoutError:
+            except tcpchat.TimedOutError:
                 if terminal.received == 0:
                     eprint(f"connected to {conn.peer_address}, waiting for the server to speak first")
                 conn.read_timeout = None

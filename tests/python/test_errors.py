@@ -214,3 +214,32 @@ def test_server_shutdown_stops_a_blocked_accept(server) -> None:
 def test_status_names_come_from_the_library() -> None:
     assert _ffi.status_name(3) == "TCPCHAT_STATUS_TIMEOUT"
     assert _ffi.status_name(12345) == "TCPCHAT_STATUS_UNKNOWN"
+
+
+def test_star_import_shadows_no_builtin() -> None:
+    namespace: dict = {}
+    exec("from tcpchat import *", namespace)
+    shadowed = sorted(n for n in namespace if n != "__builtins__" and hasattr(builtins, n))
+    assert shadowed == [], f"from tcpchat import * shadows builtins: {shadowed}"
+    # The classes are still there under names of their own, and the old
+    # names remain as aliases outside __all__.
+    assert issubclass(tcpchat.TimedOutError, builtins.TimeoutError)
+    assert issubclass(tcpchat.InterruptedCallError, builtins.InterruptedError)
+    assert tcpchat.TimeoutError is tcpchat.TimedOutError
+    assert tcpchat.InterruptedError is tcpchat.InterruptedCallError
+
+
+def test_locally_closed_is_a_closed_error_with_its_own_status() -> None:
+    assert issubclass(tcpchat.LocallyClosedError, tcpchat.ClosedError)
+    with tcpchat.Server(port=0) as server:
+        conn = tcpchat.connect("127.0.0.1", server.port, read_timeout=5)
+        with server.accept(timeout=5) as peer:
+            conn.shutdown_write()
+            with pytest.raises(tcpchat.LocallyClosedError) as info:
+                conn.send("after shutdown_write")
+            assert info.value.status == tcpchat.Status.LOCALLY_CLOSED
+            assert info.value.status_name == "TCPCHAT_STATUS_LOCALLY_CLOSED"
+            assert peer.recv() is None
+        conn.close()
+        with pytest.raises(tcpchat.LocallyClosedError):
+            conn.recv()
