@@ -33,7 +33,7 @@ fn main() {
         .and_then(|()| run_session(&mut conn, Role::Client, &mut terminal));
     if let Err(Error::Timeout { .. }) = outcome {
         if terminal.received == 0 {
-            eprintln!("connected to {}, waiting for the server to speak first", conn.peer_addr());
+            common::eprintln_safe!("connected to {}, waiting for the server to speak first", conn.peer_addr());
         }
         outcome = conn
             .set_read_timeout(None)

@@ -4,13 +4,25 @@
 //! messages goes to stdout, logs (joins, leaves, drops) to stderr. Ctrl-C
 //! (SIGINT) or SIGTERM closes every client gracefully and stops.
 //!
+//! The transcript waits for stdout in a bounded queue: at most 1,000 lines
+//! and 1 MiB. When stdout cannot keep up (a pipe nobody reads, a paused
+//! terminal), the lines that do not fit are dropped and counted, and
+//! `* N lines not shown` is printed where they were once stdout takes the
+//! lines before them; the room itself never waits for stdout. When the room
+//! stops, what is still queued is written if stdout takes it within
+//! 2 seconds. The same in the C and Python versions.
+//!
 //!     cargo run --release --example chat_room -- --port 9000
 //!     nc 127.0.0.1 9000        # in as many terminals as you like
 
 mod common;
 
+use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use common::eprintln_safe;
 
 use tcpchat::log::{set_logger, stderr_logger};
 use tcpchat::{Config, Error, LogLevel, Room, RoomEvent};
@@ -25,7 +37,105 @@ const USAGE: &str = "usage: chat_room [--host HOST] [--port PORT] [--max-clients
   --deny RANGES             refuse these addresses/CIDR ranges (deny wins over allow)
   --idle-timeout SECS       close a client silent this long; 0 = never (default 300)
   --max-per-address N       connections one address may have open at once; 0 = no limit (default)
-  --max-message-size BYTES  the longest line accepted (default 1048576)";
+  --max-message-size BYTES  the longest line accepted (default 1048576)
+The transcript (NAME: TEXT) goes to stdout through a queue of at most 1000 lines
+and 1 MiB; lines stdout cannot take in time are dropped and counted (`* N lines
+not shown`). Logs go to stderr.";
+
+/// The most lines, and bytes of them, waiting for stdout; the same in the C
+/// and Python versions.
+const TRANSCRIPT_LINES: usize = 1000;
+const TRANSCRIPT_BYTES: usize = 1 << 20;
+/// How long a stopped room waits for stdout to take the rest of the
+/// transcript.
+const FINISH_WAIT: Duration = Duration::from_secs(2);
+
+/// The transcript's queue to stdout, bounded. The room's event handler adds
+/// to it without ever waiting for stdout; the printer thread takes from it.
+#[derive(Default)]
+struct Transcript {
+    state: Mutex<Queue>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    lines: VecDeque<Queued>,
+    bytes: usize,
+    /// The room has stopped: no more lines.
+    done: bool,
+}
+
+struct Queued {
+    /// `NAME: TEXT` as the member typed it.
+    line: String,
+    /// Lines dropped right after this one because the queue was full.
+    dropped_after: u64,
+}
+
+impl Transcript {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queue `NAME: TEXT`, or, when the queue is full, count it as dropped
+    /// after the last line queued. Never waits for the printer.
+    fn add(&self, name: &str, text: &str) {
+        let len = name.len() + 2 + text.len();
+        let mut q = self.lock();
+        // An empty queue takes any line, so that a long one is shown too.
+        if q.lines.len() < TRANSCRIPT_LINES && (q.lines.is_empty() || q.bytes + len <= TRANSCRIPT_BYTES) {
+            q.bytes += len;
+            q.lines.push_back(Queued { line: format!("{name}: {text}"), dropped_after: 0 });
+            drop(q);
+            self.ready.notify_one();
+        } else if let Some(last) = q.lines.back_mut() {
+            last.dropped_after += 1;
+        }
+    }
+
+    /// The next line to print; `None` once the room has stopped and every
+    /// line has been taken.
+    fn next(&self) -> Option<Queued> {
+        let mut q = self.lock();
+        loop {
+            if let Some(line) = q.lines.pop_front() {
+                q.bytes -= line.line.len();
+                return Some(line);
+            }
+            if q.done {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn finish(&self) {
+        self.lock().done = true;
+        self.ready.notify_one();
+    }
+}
+
+/// Print the transcript until it ends. Once stdout fails (closed), lines
+/// are taken and dropped: the queue never stops draining.
+fn print_transcript(transcript: &Transcript) {
+    let mut out = std::io::stdout();
+    let mut ok = true;
+    let mut text = String::new();
+    while let Some(Queued { line, dropped_after }) = transcript.next() {
+        if !ok {
+            continue;
+        }
+        text.clear();
+        // Names and text as members typed them: made safe for the terminal.
+        text.push_str(&common::printable(line.as_bytes()));
+        text.push('\n');
+        if dropped_after > 0 {
+            text.push_str(&format!("* {dropped_after} lines not shown\n"));
+        }
+        ok = out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_ok();
+    }
+}
 
 fn main() {
     let flags = common::parse_flags(
@@ -46,34 +156,34 @@ fn main() {
     let room =
         Room::bind(&flags.host, flags.port, config).unwrap_or_else(|e| common::die("chat_room", e));
     // The first line on stderr, with the real port: scripts and tests read it.
-    eprintln!("listening on {}", room.local_addr());
+    eprintln_safe!("listening on {}", room.local_addr());
     flags.warn_if_open(room.local_addr());
     set_logger(LogLevel::Info, Some(stderr_logger()));
 
     // The handler runs on the room's thread, which must never wait for a
-    // slow stdout: hand the transcript to a printer thread.
-    let (transcript, lines) = mpsc::channel::<String>();
+    // slow stdout: it hands the transcript to a printer thread through a
+    // bounded queue.
+    let transcript = Arc::new(Transcript::default());
+    let queue = Arc::clone(&transcript);
     room.on_event(move |event| {
         if let RoomEvent::Message { name, text, .. } = event {
-            let _ = transcript.send(format!("{name}: {text}"));
+            queue.add(name, text);
         }
     })
     .unwrap_or_else(|e| common::die("chat_room", e));
-    let printer = std::thread::spawn(move || {
-        let mut out = std::io::stdout();
-        for line in lines {
-            // Names and text as members typed them: made safe for the terminal.
-            let shown = common::printable(line.as_bytes());
-            if writeln!(out, "{shown}").and_then(|()| out.flush()).is_err() {
-                break;
-            }
-        }
-    });
+    let (printed, printer_done) = mpsc::channel::<()>();
+    let printer = {
+        let transcript = Arc::clone(&transcript);
+        std::thread::spawn(move || {
+            print_transcript(&transcript);
+            let _ = printed.send(());
+        })
+    };
 
     let stop = room.handle();
     std::thread::spawn(move || {
         let signal = common::wait_for(&signals);
-        eprintln!("chat_room: got signal {signal}, closing the room");
+        eprintln_safe!("chat_room: got signal {signal}, closing the room");
         stop.shutdown();
     });
 
@@ -85,10 +195,14 @@ fn main() {
             Err(e) => common::die("chat_room", e),
         }
     };
-    // The stopped room has dropped its handler, which ends the transcript:
-    // let the printer write what is left.
-    let _ = printer.join();
-    eprintln!(
+    // The stopped room calls the handler no more: let the printer write what
+    // is left, if stdout takes it soon (a stdout nobody reads must not keep
+    // the program from exiting).
+    transcript.finish();
+    if printer_done.recv_timeout(FINISH_WAIT).is_ok() {
+        let _ = printer.join();
+    }
+    eprintln_safe!(
         "chat_room: stopped; {} joined, {} refused, {} messages, {} dropped",
         stats.joined, stats.refused, stats.messages, stats.dropped
     );

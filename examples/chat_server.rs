@@ -37,7 +37,7 @@ fn main() {
     let server = Server::bind(&flags.host, flags.port, config)
         .unwrap_or_else(|e| common::die("chat_server", e));
     // The first line on stderr, with the real port: scripts and tests read it.
-    eprintln!("listening on {}", server.local_addr());
+    common::eprintln_safe!("listening on {}", server.local_addr());
     flags.warn_if_open(server.local_addr());
     set_logger(LogLevel::Info, Some(stderr_logger()));
 

@@ -40,19 +40,19 @@ fn main() {
     let config = flags.server_config(Config::default().with_framing(flags.framing));
     let server = Server::bind(&flags.host, flags.port, config)
         .unwrap_or_else(|e| common::die("echo_server", e));
-    eprintln!("listening on {}", server.local_addr());
+    common::eprintln_safe!("listening on {}", server.local_addr());
     flags.warn_if_open(server.local_addr());
     set_logger(LogLevel::Info, Some(stderr_logger()));
 
     let stop = server.shutdown_handle();
     std::thread::spawn(move || {
         let signal = common::wait_for(&signals);
-        eprintln!("echo_server: got signal {signal}, stopping");
+        common::eprintln_safe!("echo_server: got signal {signal}, stopping");
         stop.shutdown();
     });
 
     match server.serve_echo() {
-        Ok(stats) => eprintln!(
+        Ok(stats) => common::eprintln_safe!(
             "echo_server: stopped; served {} clients, refused {}, echoed {} messages, {} client errors",
             stats.clients, stats.refused, stats.messages, stats.errors
         ),

@@ -41,7 +41,7 @@ fn main() {
     // The main thread: each stdin line goes out the moment it is typed.
     for line in io::stdin().lock().split(b'\n') {
         let mut line = line.unwrap_or_else(|e| {
-            eprintln!("room_client: reading stdin: {e}");
+            common::eprintln_safe!("room_client: reading stdin: {e}");
             exit(1)
         });
         if line.ends_with(b"\r") {
@@ -76,7 +76,7 @@ fn print_lines(mut rx: RecvHalf) -> ! {
                 }
             }
             Ok(None) => {
-                eprintln!("* connection closed by the room");
+                common::eprintln_safe!("* connection closed by the room");
                 // Ends the process, main thread included.
                 exit(0);
             }

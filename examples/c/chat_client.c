@@ -20,6 +20,7 @@ static const char USAGE[] =
 int main(int argc, char **argv)
 {
     struct flags flags = parse_flags(argc, argv, USAGE, 0);
+    ignore_sigpipe(); /* a closed stdout or stderr is a failed write, not a death (common.h) */
     tcpchat_set_log_callback(TCPCHAT_LOG_INFO, log_to_stderr, NULL);
 
     tcpchat_config *config = tcpchat_config_new();
@@ -46,7 +47,7 @@ int main(int argc, char **argv)
         if (terminal.received == 0) {
             char addr[TCPCHAT_ADDR_MAX];
             tcpchat_conn_peer_addr(conn, addr, sizeof addr, NULL);
-            fprintf(stderr, "connected to %s, waiting for the server to speak first\n", addr);
+            eprintf("connected to %s, waiting for the server to speak first", addr);
         }
         status = tcpchat_conn_set_read_timeout_ms(conn, 0); /* 0 = for ever */
         if (status == TCPCHAT_STATUS_OK)

@@ -31,6 +31,7 @@ static const char USAGE[] =
 int main(int argc, char **argv)
 {
     struct flags flags = parse_flags(argc, argv, USAGE, FLAG_ONCE | FLAG_ACCESS | FLAG_LIMITS);
+    ignore_sigpipe(); /* a closed stdout or stderr is a failed write, not a death (common.h) */
 
     tcpchat_config *config = tcpchat_config_new();
     if (!config || tcpchat_config_set_framing(config, flags.framing) != TCPCHAT_STATUS_OK)
@@ -44,7 +45,7 @@ int main(int argc, char **argv)
     /* The first line on stderr, with the real port: scripts and tests read it. */
     char addr[TCPCHAT_ADDR_MAX];
     tcpchat_server_local_addr(server, addr, sizeof addr, NULL);
-    fprintf(stderr, "listening on %s\n", addr);
+    eprintf("listening on %s", addr);
     warn_if_open(addr, &flags);
     tcpchat_set_log_callback(TCPCHAT_LOG_INFO, log_to_stderr, NULL);
 

@@ -4,6 +4,9 @@
 #include "common.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,22 +163,108 @@ void warn_if_open(const char *addr, const struct flags *flags)
     /* An --allow list with no entry at all ("" or ",") allows everyone too. */
     bool allow_list = flags->allow && flags->allow[strspn(flags->allow, ", ")] != '\0';
     if (every && !allow_list)
-        fprintf(stderr,
-                "warning: listening on every address (%s) with no --allow list: "
-                "anyone who can reach this machine can connect\n",
+        eprintf("warning: listening on every address (%s) with no --allow list: "
+                "anyone who can reach this machine can connect",
                 every);
+}
+
+/* The longest record log_to_stderr writes, newline included: within one
+ * pipe page, so such a write never waits once poll() says there is room. */
+#define MAX_RECORD 4000
+
+/* Whether stderr can take a write within `ms` milliseconds (a pipe then has
+ * a page free: a line shorter than that is written without waiting). */
+static bool stderr_writable(int ms)
+{
+    struct pollfd p = {STDERR_FILENO, POLLOUT, 0};
+    int r;
+    while ((r = poll(&p, 1, ms)) < 0 && errno == EINTR)
+        ; /* a signal with a handler: wait again (a line is not worth more care) */
+    return r == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP | POLLNVAL));
+}
+
+void eprintf(const char *fmt, ...)
+{
+    char line[MAX_RECORD + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap); /* room for the newline */
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof line - 2 ? (size_t)n : sizeof line - 2; /* cut if longer */
+    line[len++] = '\n';
+    if (stderr_writable(STDERR_WAIT_MS))
+        (void)write_all(STDERR_FILENO, line, len); /* a failed write: dropped */
 }
 
 void log_to_stderr(void *user_data, tcpchat_log_level level, const char *message)
 {
     static const char *const names[] = {"off", "error", "warn", "info", "debug"};
     (void)user_data;
-    fprintf(stderr, "tcpchat: %s: %s\n", level <= TCPCHAT_LOG_DEBUG ? names[level] : "?", message);
+    char line[MAX_RECORD + 1];
+    int n = snprintf(line, sizeof line, "tcpchat: %s: %s\n", level <= TCPCHAT_LOG_DEBUG ? names[level] : "?",
+                     message);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n;
+    if (len > MAX_RECORD) { /* cut at a character boundary, and say so */
+        size_t cut = MAX_RECORD - 5;
+        while (cut > 0 && ((unsigned char)line[cut] & 0xC0) == 0x80)
+            cut--;
+        memcpy(line + cut, " ...\n", 5);
+        len = cut + 5;
+    }
+    if (!stderr_writable(0))
+        return; /* stderr cannot take it now: dropped */
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w; /* a failed or short write: dropped too */
+}
+
+bool write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+bool write_printable_line(int fd, const uint8_t *msg, size_t len)
+{
+    /* As fput_printable, with room for the newline in place of the NUL. */
+    char small[1024], *shown = small;
+    size_t n = 0;
+    tcpchat_status status = tcpchat_escape_text(msg, len, shown, sizeof small, &n);
+    if (status == TCPCHAT_STATUS_BUFFER_TOO_SMALL && (shown = malloc(n)) != NULL)
+        status = tcpchat_escape_text(msg, len, shown, n, &n);
+    bool ok;
+    if (status == TCPCHAT_STATUS_OK) {
+        shown[n] = '\n'; /* over the NUL */
+        ok = write_all(fd, shown, n + 1);
+    } else {
+        static const char oom[] = "(not shown: out of memory)\n"; /* never the raw bytes */
+        ok = write_all(fd, oom, sizeof oom - 1);
+    }
+    if (shown != small && shown != NULL)
+        free(shown);
+    return ok;
+}
+
+void ignore_sigpipe(void)
+{
+    signal(SIGPIPE, SIG_IGN);
 }
 
 void die(const char *program)
 {
-    fprintf(stderr, "%s: %s\n", program, tcpchat_last_error_message());
+    eprintf("%s: %s", program, tcpchat_last_error_message());
     exit(1);
 }
 

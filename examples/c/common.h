@@ -57,8 +57,51 @@ void apply_server_flags(tcpchat_config *config, const struct flags *flags, const
  */
 void warn_if_open(const char *addr, const struct flags *flags);
 
-/* A tcpchat_log_callback writing `tcpchat: LEVEL: MESSAGE` lines to stderr. */
+/*
+ * A tcpchat_log_callback writing `tcpchat: LEVEL: MESSAGE` lines to stderr,
+ * as the Rust library's stderr_logger does: it never waits (it runs on the
+ * library's threads, the room's loop among them) and never fails the
+ * program. A record is written, in one write of at most 4,000 bytes, only
+ * when stderr can take it at once, and dropped otherwise (a full pipe
+ * nobody reads, a paused terminal, a closed pipe). The examples ignore
+ * SIGPIPE, so a closed stderr is a failed write, not a death.
+ */
 void log_to_stderr(void *user_data, tcpchat_log_level level, const char *message);
+
+/*
+ * fprintf(stderr, ...) for the examples' own lines (a newline is added),
+ * which never waits long: the line goes to stderr in one write when stderr
+ * can take it within STDERR_WAIT_MS, and is dropped otherwise, or when the
+ * write fails (stderr closed, or full and nobody reading it). A write that
+ * waited for ever on the signal thread would leave SIGTERM ignored.
+ */
+#define STDERR_WAIT_MS 1000 /* the same in Rust and Python */
+void eprintf(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* Write all `len` bytes of `buf` to descriptor `fd`, going on after a
+ * signal; false when a write fails (EPIPE with SIGPIPE ignored, ...). */
+bool write_all(int fd, const void *buf, size_t len);
+
+/* Write `len` bytes of peer text, made safe for a terminal as by
+ * fput_printable, and a newline to descriptor `fd` with write() (no stdio
+ * lock held while it waits); false when the write fails. */
+bool write_printable_line(int fd, const uint8_t *msg, size_t len);
+
+/*
+ * Ignore SIGPIPE for the whole program; every example calls this first.
+ * The library ignores SIGPIPE for its own writes only (sockets, the log):
+ * the examples' own writes to a closed stdout or stderr (`chat_room 2>&1 |
+ * head`, a supervisor whose log pipe died) would otherwise kill the
+ * process, dropping every client. Ignored, such a write fails with EPIPE:
+ * a log line is dropped, the room's transcript stops, a chat program whose
+ * stdout is gone ends with an error; as in Rust and Python, whose runtimes
+ * ignore SIGPIPE too.
+ */
+void ignore_sigpipe(void);
 
 /* Print `PROGRAM: <the calling thread's last tcpchat error>` and exit 1. */
 void die(const char *program);

@@ -37,7 +37,7 @@ static void *wait_for_signal(void *server)
 {
     int signal = 0;
     sigwait(&stop_signals, &signal);
-    fprintf(stderr, "echo_server: got signal %d, stopping\n", signal);
+    eprintf("echo_server: got signal %d, stopping", signal);
     tcpchat_server_shutdown(server);
     return NULL;
 }
@@ -45,6 +45,7 @@ static void *wait_for_signal(void *server)
 int main(int argc, char **argv)
 {
     struct flags flags = parse_flags(argc, argv, USAGE, FLAG_MAX_CLIENTS | FLAG_ACCESS | FLAG_LIMITS);
+    ignore_sigpipe(); /* a closed stdout or stderr is a failed write, not a death (common.h) */
 
     /* Block SIGINT and SIGTERM before any thread starts, so every thread
      * (the library's too) inherits the mask and the signals wait for sigwait
@@ -65,7 +66,7 @@ int main(int argc, char **argv)
 
     char addr[TCPCHAT_ADDR_MAX];
     tcpchat_server_local_addr(server, addr, sizeof addr, NULL);
-    fprintf(stderr, "listening on %s\n", addr);
+    eprintf("listening on %s", addr);
     warn_if_open(addr, &flags);
     tcpchat_set_log_callback(TCPCHAT_LOG_INFO, log_to_stderr, NULL);
 
@@ -78,9 +79,8 @@ int main(int argc, char **argv)
     tcpchat_echo_stats stats;
     if (tcpchat_server_serve_echo(server, &stats) != TCPCHAT_STATUS_OK)
         die("echo_server");
-    fprintf(stderr,
-            "echo_server: stopped; served %" PRIu64 " clients, refused %" PRIu64 ", echoed %" PRIu64
-            " messages, %" PRIu64 " client errors\n",
+    eprintf("echo_server: stopped; served %" PRIu64 " clients, refused %" PRIu64 ", echoed %" PRIu64
+            " messages, %" PRIu64 " client errors",
             stats.clients, stats.refused, stats.messages, stats.errors);
 
     pthread_join(stopper, NULL); /* it has returned: the shutdown came from it */

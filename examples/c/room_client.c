@@ -71,10 +71,10 @@ static void *print_lines(void *arg)
         } else if (status == TCPCHAT_STATUS_INTERRUPTED) {
             continue; /* a stop-and-continue (Ctrl-Z, fg): go on */
         } else if (status == TCPCHAT_STATUS_CLOSED) {
-            fputs("* connection closed by the room\n", stderr);
+            eprintf("* connection closed by the room");
             leave(0);
         } else {
-            fprintf(stderr, "room_client: %s\n", tcpchat_last_error_message());
+            eprintf("room_client: %s", tcpchat_last_error_message());
             leave(1);
         }
     }
@@ -83,6 +83,7 @@ static void *print_lines(void *arg)
 int main(int argc, char **argv)
 {
     struct flags flags = parse_flags(argc, argv, USAGE, FLAG_NO_FRAMING);
+    ignore_sigpipe(); /* a closed stdout or stderr is a failed write, not a death (common.h) */
 
     /* The room speaks lines: the default configuration (NULL). */
     tcpchat_conn *conn = NULL;

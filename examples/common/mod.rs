@@ -9,6 +9,62 @@ use std::time::Duration;
 
 use tcpchat::{ChatHandler, Config, Framing, IpNet, Result};
 
+/// `eprintln!` that never panics and never waits long: the line goes to
+/// stderr in one write when stderr can take it within [`STDERR_WAIT`], and
+/// is dropped otherwise, or when the write fails (stderr closed, as in
+/// `chat_room 2>&1 | head`, or a supervisor whose log pipe died, or full
+/// and nobody reading it). `eprintln!` panics on a failed write, which
+/// stopped a server (exit 101, every client dropped) or, on the signal
+/// thread, left SIGTERM ignored; and a write that waits for ever on the
+/// signal thread would do the same. Every example writes its own lines to
+/// stderr through this; the library's records go through
+/// [`tcpchat::log::stderr_logger`], which never panics nor waits either.
+macro_rules! eprintln_safe {
+    ($($arg:tt)*) => {
+        $crate::common::write_stderr_line(&::std::format!($($arg)*))
+    };
+}
+pub(crate) use eprintln_safe;
+
+/// How long an example waits for stderr to take one of its own lines
+/// before dropping it (the same in C and Python).
+pub const STDERR_WAIT: Duration = Duration::from_secs(1);
+
+/// Write `line` and a newline to stderr in one write (so that it is not
+/// split by another thread's line), as [`eprintln_safe!`] says.
+pub fn write_stderr_line(line: &str) {
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    write_stderr(&buf);
+}
+
+/// `eprint!` that never panics nor waits long (no newline added), as
+/// [`eprintln_safe!`].
+pub fn write_stderr(text: &str) {
+    if stderr_writable(STDERR_WAIT) {
+        let mut err = io::stderr();
+        let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+    }
+}
+
+/// Whether stderr can take a write within `wait` (a pipe then has a page
+/// free: a line shorter than that is written without waiting).
+fn stderr_writable(wait: Duration) -> bool {
+    let mut p = libc::pollfd { fd: libc::STDERR_FILENO, events: libc::POLLOUT, revents: 0 };
+    let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
+    loop {
+        // SAFETY: p is a live local; one descriptor.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue; // a signal with a handler: wait again (a line is not worth more care)
+        }
+        return r == 1
+            && p.revents & libc::POLLOUT != 0
+            && p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) == 0;
+    }
+}
+
 /// The flags of the example programs, with their defaults.
 pub struct Flags {
     pub host: String,
@@ -57,7 +113,7 @@ impl Flags {
     /// connect.
     pub fn warn_if_open(&self, addr: SocketAddr) {
         if addr.ip().is_unspecified() && self.allow.is_empty() {
-            eprintln!(
+            eprintln_safe!(
                 "warning: listening on every address ({}) with no --allow list: \
                  anyone who can reach this machine can connect",
                 addr.ip()
@@ -140,7 +196,7 @@ pub fn parse_flags(usage: &'static str, allowed: &[&str]) -> Flags {
 }
 
 fn bad_usage(usage: &str, problem: &str) -> ! {
-    eprintln!("error: {problem}\n{usage}");
+    eprintln_safe!("error: {problem}\n{usage}");
     exit(2);
 }
 
@@ -165,7 +221,7 @@ impl Stdio {
 impl ChatHandler for Stdio {
     fn next_message(&mut self) -> Result<Option<Vec<u8>>> {
         if let Some(prompt) = self.prompt {
-            eprint!("{prompt}");
+            write_stderr(prompt);
         }
         let mut line = String::new();
         match io::stdin().lock().read_line(&mut line) {
@@ -193,7 +249,7 @@ impl ChatHandler for Stdio {
 
 /// Print a fatal error to stderr and exit 1.
 pub fn die(program: &str, e: tcpchat::Error) -> ! {
-    eprintln!("{program}: {e}");
+    eprintln_safe!("{program}: {e}");
     exit(1);
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import select
 import sys
 from typing import Any, NoReturn, Optional
 
@@ -132,13 +133,69 @@ def warn_if_open(address: tcpchat.Address, config: tcpchat.Config) -> None:
                "anyone who can reach this machine can connect")
 
 
+#: How long an example waits for stderr to take one of its own lines before
+#: dropping it (the same in Rust and C).
+STDERR_WAIT = 1.0
+
+
 def eprint(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """Print a line on stderr; never raises, never waits long. The line goes
+    to descriptor 2 (past sys.stderr) in one write when stderr can take it
+    within STDERR_WAIT, and is dropped otherwise, or when the write fails
+    (stderr closed, as in ``chat_room 2>&1 | head``, a supervisor whose log
+    pipe died, or full and nobody reading it). ``print(file=sys.stderr)``
+    would raise BrokenPipeError, killing the thread that printed (the signal
+    thread: SIGTERM ignored) and leaving the line in sys.stderr's buffer to
+    fail again at exit (status 120); or wait for ever."""
+    _write_stderr(text + "\n")
+
+
+def _write_stderr(text: str) -> None:
+    data = text.encode("utf-8", "backslashreplace")
+    if _stderr_writable(STDERR_WAIT):
+        try:
+            while data:
+                data = data[os.write(2, data):]
+        except OSError:
+            pass
+
+
+def _stderr_writable(wait: float) -> bool:
+    """Whether stderr can take a write within ``wait`` seconds (a pipe then
+    has a page free: a line shorter than that is written without waiting)."""
+    try:
+        p = select.poll()
+        p.register(2, select.POLLOUT)
+        ready = p.poll(int(wait * 1000))
+    except OSError:
+        return False
+    events = ready[0][1] if ready else 0
+    return bool(events & select.POLLOUT) and not events & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
+
+
+#: The longest record stderr_logger writes, newline included: within one
+#: pipe page, so such a write never waits once poll() says there is room.
+_MAX_RECORD = 4000
 
 
 def stderr_logger(level: tcpchat.LogLevel, message: str) -> None:
-    """The library's log records as `tcpchat: LEVEL: message` lines on stderr."""
-    eprint(f"tcpchat: {level.name.lower()}: {message}")
+    """The library's log records as `tcpchat: LEVEL: message` lines on
+    stderr, as the Rust library's stderr_logger writes them: never waits
+    (it runs on the library's threads, the room's loop among them) and
+    never raises. A record is written, in one write of at most 4,000 bytes,
+    only when stderr can take it at once, and dropped otherwise (a full pipe
+    nobody reads, a paused terminal, a closed pipe)."""
+    data = f"tcpchat: {level.name.lower()}: {message}\n".encode("utf-8", "backslashreplace")
+    if len(data) > _MAX_RECORD:  # cut at a character boundary, and say so
+        cut = _MAX_RECORD - 5
+        while cut > 0 and data[cut] & 0xC0 == 0x80:
+            cut -= 1
+        data = data[:cut] + b" ...\n"
+    if _stderr_writable(0):
+        try:
+            os.write(2, data)  # a short write leaves the record cut: dropped too
+        except OSError:
+            pass
 
 
 def die(program: str, error: BaseException) -> NoReturn:
@@ -160,8 +217,7 @@ class Stdio:
 
     def next_message(self) -> Optional[bytes]:
         if self.prompt:
-            sys.stderr.write(self.prompt)
-            sys.stderr.flush()
+            _write_stderr(self.prompt)
         line = sys.stdin.buffer.readline()
         if not line:
             return None  # stdin's end: the session sends BYE
