@@ -423,43 +423,6 @@ impl Conn {
         self.tx.try_send(msg)
     }
 
-    // ----- the echo service's inner step -----------------------------------
-
-    /// Wait (up to `timeout`) for input, then echo every complete message
-    /// received so far back in the same framing, with one flush. Returns how
-    /// many messages were echoed; 0 means end of stream.
-    pub(crate) fn echo_step(&mut self, timeout: Option<Duration>) -> Result<usize> {
-        let r = self.echo_step_inner(timeout);
-        self.after_recv(r)
-    }
-
-    fn echo_step_inner(&mut self, timeout: Option<Duration>) -> Result<usize> {
-        let (rx, tx) = (&mut self.rx, &mut self.tx);
-        let mut next = rx.next_located(Deadline::after(timeout), timeout)?;
-        let mut n = 0;
-        while let Some(at) = next {
-            n += 1;
-            let msg = rx.decoder.message(&at);
-            // An incoming message is within the limit, so re-encoding it cannot fail.
-            encode(rx.sh.config.framing, rx.sh.config.max_message_size, msg, &mut tx.wbuf)?;
-            rx.decoder.consume(at);
-            if tx.wbuf.len() >= crate::framing::READ_CHUNK {
-                tx.flush()?;
-            }
-            next = rx.try_next_located()?;
-        }
-        tx.flush()?;
-        rx.decoder.shrink_if_empty();
-        Ok(n)
-    }
-
-    /// Send bytes already in wire form (no framing added).
-    pub(crate) fn send_wire(&mut self, wire: &[u8]) -> Result<()> {
-        self.tx.flush()?;
-        self.tx.sh.check_writable()?;
-        self.tx.write_all_direct(wire)
-    }
-
     // ----- closing ---------------------------------------------------------
 
     /// Shut down the write half after sending what is queued: the peer reads
@@ -729,10 +692,15 @@ impl RecvHalf {
 
     /// Tell the poll descriptor (if any) whether a message (or an error to
     /// report) is waiting in our buffer.
+    #[inline]
     pub(crate) fn sync_poll(&mut self) {
-        if !self.sh.has_poll.load(Ordering::Acquire) {
-            return;
+        if self.sh.has_poll.load(Ordering::Acquire) {
+            self.sync_poll_slow();
         }
+    }
+
+    #[cold]
+    fn sync_poll_slow(&mut self) {
         let pending = !matches!(self.decoder.peek(), Ok(None));
         self.sh.with_poll(|p| p.set_pending(pending));
     }
@@ -936,10 +904,15 @@ impl SendHalf {
     }
 
     /// Tell the poll descriptor (if any) whether output is queued.
+    #[inline]
     pub(crate) fn sync_poll(&mut self) {
-        if !self.sh.has_poll.load(Ordering::Acquire) {
-            return;
+        if self.sh.has_poll.load(Ordering::Acquire) {
+            self.sync_poll_slow();
         }
+    }
+
+    #[cold]
+    fn sync_poll_slow(&mut self) {
         let want = !self.wbuf.is_empty() && !self.sh.write_shut.load(Ordering::SeqCst);
         self.sh.with_poll(|p| {
             let _ = p.set_want_write(want);

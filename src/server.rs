@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::access::PerAddress;
+use crate::access::{AddressSlot, PerAddress};
 use crate::client::resolve;
 use crate::config::Config;
 use crate::conn::Conn;
@@ -225,10 +225,26 @@ impl Server {
         }
     }
 
-    /// Wait up to `d` or until shutdown, whichever comes first (used to back
-    /// off after a resource error such as running out of descriptors).
-    pub(crate) fn pause(&self, d: Duration) {
-        let _ = sys::wait(self.shutdown.fd(), false, &[], sys::deadline(Some(d)));
+    /// Accept one waiting client for an event loop, without blocking:
+    /// `Ok(None)` for a peer refused by the access rules (closed at once,
+    /// without a byte), `Err(WouldBlock)` when nobody waits.
+    pub(crate) fn accept_nonblocking(
+        &self,
+    ) -> io::Result<Option<(std::net::TcpStream, SocketAddr, AddressSlot)>> {
+        let (stream, peer) = self.listener.accept()?;
+        if !self.config.permits(peer.ip()) {
+            log_at!(LogLevel::Warn, "refused {peer}: not allowed by the access lists");
+            return Ok(None);
+        }
+        let Some(slot) = self.per_address.acquire(peer.ip(), self.config.max_per_address) else {
+            log_at!(
+                LogLevel::Warn,
+                "refused {peer}: {} connections from that address already",
+                self.config.max_per_address
+            );
+            return Ok(None);
+        };
+        Ok(Some((stream, peer, slot)))
     }
 
     pub(crate) fn shutdown_canceller(&self) -> &Canceller {

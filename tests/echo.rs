@@ -246,3 +246,54 @@ fn good_messages_sent_with_an_oversize_one_are_still_echoed() {
     let stats = stop(&srv, service);
     assert_eq!(stats.errors, 1);
 }
+
+#[test]
+fn a_connect_storm_over_the_limit_is_served_and_refused_without_waiting() {
+    // 1,020 clients connect at once to a service for 1,000: exactly 1,000
+    // are served and 20 get the notice and the close; none is left waiting,
+    // since refusing never waits on the refused. In every framing.
+    const MAX: usize = 1000;
+    const STORM: usize = 1020;
+    for framing in [Framing::Raw, Framing::Line, Framing::Frame] {
+        let cfg = config(framing)
+            .with_max_clients(MAX)
+            .with_backlog(2048)
+            .with_read_timeout(Some(Duration::from_secs(20)));
+        let (srv, service) = start(cfg.clone());
+        let started = Instant::now();
+        let mut conns: Vec<_> = (0..STORM).map(|_| client(&srv, &cfg)).collect();
+        let notice = server_full_message(MAX);
+        let (mut served, mut refused) = (0, 0);
+        for c in conns.iter_mut() {
+            // A refused client may see its send fail: the service closed it.
+            let _ = c.send(b"ping");
+            match c.recv() {
+                Ok(Some(m)) if m == b"ping" => served += 1,
+                Ok(Some(m)) => {
+                    // In raw framing the notice is a line and may come in pieces.
+                    let mut m = m;
+                    while !m.ends_with(b"\n") && framing == Framing::Raw {
+                        match c.recv() {
+                            Ok(Some(more)) => m.extend_from_slice(&more),
+                            _ => break,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&m);
+                    assert_eq!(text.trim_end(), notice, "{framing}");
+                    assert!(matches!(c.recv(), Ok(None) | Err(_)), "{framing}: then closed");
+                    refused += 1;
+                }
+                other => panic!("{framing}: neither served nor refused: {other:?}"),
+            }
+        }
+        assert_eq!((served, refused), (MAX, STORM - MAX), "{framing}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{framing}: the storm took {:?}",
+            started.elapsed()
+        );
+        drop(conns);
+        let stats = stop(&srv, service);
+        assert_eq!((stats.clients, stats.refused), (MAX as u64, (STORM - MAX) as u64), "{framing}");
+    }
+}

@@ -173,7 +173,8 @@ pub unsafe extern "C" fn tcpchat_server_serve_chat(
 
 /// Run the echo service until `tcpchat_server_shutdown()`: every message a
 /// client sends comes back to it unchanged, for up to the configured maximum
-/// number of clients at once (each on a library thread); one more is sent a
+/// number of clients at once (all from one event loop on the calling thread:
+/// one descriptor per client, no thread per client); one more is sent a
 /// "server full" message and closed. A client idle for the idle timeout is
 /// closed; a client that half-closes still gets all its echoes. In raw
 /// framing the echo streams with flat memory.

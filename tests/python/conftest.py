@@ -41,8 +41,13 @@ RUST_EXAMPLES = REPO / "target" / "release" / "examples"
 C_EXAMPLES = REPO / "examples" / "c" / "build"
 
 
-# Syscall numbers of the waits the library blocks in (poll / ppoll).
-_POLL_SYSCALLS = {"x86_64": {"7", "271"}, "aarch64": {"73"}}.get(platform.machine(), set())
+# Syscall numbers of the waits the library blocks in: poll / ppoll, and
+# epoll_wait / epoll_pwait / epoll_pwait2 (the event loops of the room and
+# the echo service).
+_POLL_SYSCALLS = {
+    "x86_64": {"7", "271", "232", "281", "441"},
+    "aarch64": {"73", "22", "441"},
+}.get(platform.machine(), set())
 
 
 def wait_until_blocked(pid: int) -> None:

@@ -139,12 +139,19 @@ def test_log_handler_receives_records_from_library_threads() -> None:
             assert conn.recv() == b"x"
         srv.shutdown()
         service.result()
+    # The echo service's loop runs on the calling thread; a started room's
+    # runs on a library thread, which Python did not start.
+    with tcpchat.Room() as room:
+        room.start()
+        with tcpchat.connect("127.0.0.1", room.port, read_timeout=WAIT) as conn:
+            assert conn.recv().startswith(b"* welcome")
+        room.shutdown()
     tcpchat.set_log_handler(None)
     with lock:
         assert records, "no log records"
         assert all(level <= tcpchat.LogLevel.INFO for level, _, _ in records)
         assert any("accepted" in msg for _, msg, _ in records)
-        # Some came from threads Python did not start (the echo service's).
+        # Some came from threads Python did not start (the room's).
         assert any(name.startswith("Dummy") for _, _, name in records)
 
 
