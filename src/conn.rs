@@ -192,6 +192,13 @@ impl Conn {
         PollAccess(Arc::downgrade(&self.rx.sh))
     }
 
+    /// What a wait outside this connection's own calls needs in order to
+    /// watch it ([`crate::session::wait_for_input`]): the socket, the
+    /// connection's canceller and the server's shutdown canceller, if any.
+    pub(crate) fn watch_parts(&self) -> (RawFd, Canceller, Option<Canceller>) {
+        (self.rx.sh.stream.as_raw_fd(), self.rx.sh.cancel.clone(), self.rx.sh.shutdown.clone())
+    }
+
     pub(crate) fn with_address_slot(self, slot: AddressSlot) -> Conn {
         let _ = self.rx.sh._slot.set(slot);
         self

@@ -2,8 +2,9 @@
 
 use std::ffi::c_char;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::conn::{Conn, PollAccess, RecvHalf, SendHalf};
@@ -65,6 +66,10 @@ pub struct tcpchat_conn {
     /// (so setting one never waits for a call in progress); 0 = for ever.
     read_ms: AtomicU64,
     write_ms: AtomicU64,
+    /// The timeouts last set on each half (touched only by the side's
+    /// holder; `u64::MAX` = set to a remainder, set again next time).
+    rx_applied_ms: AtomicU64,
+    tx_applied_ms: AtomicU64,
     peer: SocketAddr,
     local: SocketAddr,
     closed: AtomicBool,
@@ -87,6 +92,8 @@ impl tcpchat_conn {
             tx: Side::new(tx),
             read_ms: AtomicU64::new(read_ms),
             write_ms: AtomicU64::new(write_ms),
+            rx_applied_ms: AtomicU64::new(read_ms),
+            tx_applied_ms: AtomicU64::new(write_ms),
             peer,
             local,
             closed: AtomicBool::new(false),
@@ -107,22 +114,38 @@ impl tcpchat_conn {
     /// another thread's receive, or not at all when `wait` is false.
     /// The whole call, the wait for the side included, is bounded by the
     /// one timeout.
+    #[inline]
     fn with_rx<T>(&self, wait: bool, f: impl FnOnce(&mut RecvHalf) -> Result<T>) -> Result<T> {
-        let t = self.read_timeout();
+        let ms = self.read_ms.load(Ordering::Relaxed);
         let mut waited = None;
-        let mut held = self.rx.acquire(wait.then_some(t), &self.cancel, "receiving", &mut waited)?;
+        let mut held = self.rx.acquire(wait.then_some(ms), &self.cancel, "receiving", &mut waited, false)?;
         let rx = held.value();
-        rx.set_read_timeout(remaining(t, waited))?;
+        // Set the half's timeout only when it changed (or after a wait, to
+        // what is left of it): the common call pays one comparison.
+        if waited.is_some() {
+            rx.set_read_timeout(remaining(timeout_of(ms), waited))?;
+            self.rx_applied_ms.store(u64::MAX, Ordering::Relaxed);
+        } else if self.rx_applied_ms.load(Ordering::Relaxed) != ms {
+            rx.set_read_timeout(timeout_of(ms))?;
+            self.rx_applied_ms.store(ms, Ordering::Relaxed);
+        }
         f(rx)
     }
 
     /// Run `f` on the sending half, as [`tcpchat_conn::with_rx`].
+    #[inline]
     fn with_tx<T>(&self, wait: bool, f: impl FnOnce(&mut SendHalf) -> Result<T>) -> Result<T> {
-        let t = self.write_timeout();
+        let ms = self.write_ms.load(Ordering::Relaxed);
         let mut waited = None;
-        let mut held = self.tx.acquire(wait.then_some(t), &self.cancel, "sending", &mut waited)?;
+        let mut held = self.tx.acquire(wait.then_some(ms), &self.cancel, "sending", &mut waited, false)?;
         let tx = held.value();
-        tx.set_write_timeout(remaining(t, waited))?;
+        if waited.is_some() {
+            tx.set_write_timeout(remaining(timeout_of(ms), waited))?;
+            self.tx_applied_ms.store(u64::MAX, Ordering::Relaxed);
+        } else if self.tx_applied_ms.load(Ordering::Relaxed) != ms {
+            tx.set_write_timeout(timeout_of(ms))?;
+            self.tx_applied_ms.store(ms, Ordering::Relaxed);
+        }
         f(tx)
     }
 
@@ -189,6 +212,10 @@ fn remaining(timeout: Option<Duration>, waited: Option<Instant>) -> Option<Durat
     }
 }
 
+fn ms_of(t: Option<Duration>) -> u64 {
+    t.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
+}
+
 fn timeout_of(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
@@ -209,146 +236,225 @@ fn this_thread() -> usize {
     THREAD_TOKEN.with(|t| t as *const u8 as usize)
 }
 
+/// The holder token of a call that runs no program code while it holds a
+/// side (thread tokens are addresses, never 1).
+const ANONYMOUS: usize = 1;
+
 /// One side (receiving or sending) of a C connection: the half, lent to
-/// one call at a time. The call takes the half out and runs without holding
-/// the mutex, so a waiting call can give up after its timeout and `try_*`
-/// calls can refuse at once.
+/// one call at a time.
+///
+/// The fast path, a call finding the side free, is one compare-and-swap to
+/// take it and one store (plus a load of `waiters`) to give it back: no
+/// mutex, no system call, nothing moved. Only a call that finds the side
+/// busy takes the mutex and waits on the condition variable, up to its
+/// timeout; a `try_*` call never waits. The half lives in an `UnsafeCell`
+/// reached only by the thread whose token is in `holder`.
 struct Side<T> {
-    state: Mutex<SideState<T>>,
+    /// The thread whose call has the half ([`this_thread`]; 0 = none).
+    holder: AtomicUsize,
+    /// Calls waiting for the side (a notify is made only when some are).
+    waiters: AtomicUsize,
+    /// `None` for good once the connection is closed.
+    value: UnsafeCell<Option<T>>,
+    park: Mutex<()>,
     cv: Condvar,
 }
 
-struct SideState<T> {
-    /// The thread whose call has the half ([`this_thread`]; 0 = none).
-    holder: usize,
-    /// `None` while lent out, and for good once closed.
-    value: Option<T>,
-    /// Calls waiting on the condition variable (a notify costs a system
-    /// call, so it is made only when someone waits).
-    waiters: usize,
-}
+// SAFETY: `value` is only reached by the one thread that won `holder` (a
+// lock with acquire/release ordering), so sharing a Side shares a T between
+// threads only one at a time, which `T: Send` allows.
+unsafe impl<T: Send> Sync for Side<T> {}
 
 impl<T> Side<T> {
     fn new(value: T) -> Side<T> {
         Side {
-            state: Mutex::new(SideState {
-                holder: 0,
-                value: Some(value),
-                waiters: 0,
-            }),
+            holder: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            value: UnsafeCell::new(Some(value)),
+            park: Mutex::new(()),
             cv: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, SideState<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn held_by(&self, me: usize) -> bool {
-        self.lock().holder == me
+        self.holder.load(Ordering::SeqCst) == me
     }
 
+    #[inline]
+    fn try_take(&self, me: usize) -> bool {
+        self.holder.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+    }
+
+    /// Wake the calls waiting for this side (a cancel or a close came, or
+    /// the side was handed back).
+    #[inline]
     fn notify(&self) {
-        let st = self.lock();
-        if st.waiters > 0 {
-            self.cv.notify_all();
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.notify_slow();
         }
     }
 
-    /// Wait on the condition variable (up to `left`), counted in `waiters`.
-    fn wait<'a>(&self, mut st: MutexGuard<'a, SideState<T>>, left: Option<Duration>) -> MutexGuard<'a, SideState<T>> {
-        st.waiters += 1;
-        let mut st = match left {
-            None => self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
-            Some(d) => self.cv.wait_timeout(st, d).unwrap_or_else(|e| e.into_inner()).0,
-        };
-        st.waiters -= 1;
-        st
+    #[cold]
+    fn notify_slow(&self) {
+        let _guard = self.park.lock().unwrap_or_else(|e| e.into_inner());
+        self.cv.notify_all();
     }
 
     /// Borrow the half for one call. `wait`: `None` = never wait (`try_*`),
-    /// `Some(timeout)` = wait for another thread's call up to `timeout`
-    /// (`Some(None)` = for ever). A cancel or a close ends the wait.
-    /// `waited` is set to when the wait began, if the call had to wait.
+    /// `Some(ms)` = wait for another thread's call up to `ms` milliseconds
+    /// (`Some(0)` = for ever). A cancel or a close ends the wait. `waited`
+    /// is set to when the wait began, if the call had to wait.
+    ///
+    /// `named`: hold the side under this thread's own token, so that a
+    /// callback running inside the call (a session's) is refused instead of
+    /// deadlocking. Other calls run no program code while they hold the
+    /// side, so they take it under [`ANONYMOUS`], which needs no
+    /// thread-local look-up on the fast path.
+    #[inline]
     fn acquire(
         &self,
-        wait: Option<Option<Duration>>,
+        wait: Option<u64>,
         cancel: &Canceller,
         what: &str,
         waited: &mut Option<Instant>,
+        named: bool,
+    ) -> Result<Held<'_, T>> {
+        if !named && self.try_take(ANONYMOUS) {
+            // No closing check here: a blocking wait sees a close at once,
+            // and the halves check it before any I/O.
+            return self.lend(cancel, false);
+        }
+        self.acquire_slow(wait, cancel, what, waited, named)
+    }
+
+    #[inline(never)]
+    fn acquire_slow(
+        &self,
+        wait: Option<u64>,
+        cancel: &Canceller,
+        what: &str,
+        waited: &mut Option<Instant>,
+        named: bool,
     ) -> Result<Held<'_, T>> {
         let me = this_thread();
-        let mut st = self.lock();
-        if st.holder == me {
+        if self.held_by(me) {
             return Err(reentrant());
         }
-        let mut deadline = None;
-        loop {
+        let token = if named { me } else { ANONYMOUS };
+        if self.try_take(token) {
+            return self.lend(cancel, false);
+        }
+        let Some(timeout) = wait.map(timeout_of) else {
             if cancel.is_closing() {
-                return Err(Error::LocallyClosed("the connection is being closed by another thread".into()));
+                return Err(closing());
             }
-            if st.holder == 0 {
-                let Some(value) = st.value.take() else {
-                    return Err(Error::LocallyClosed("the connection was closed with tcpchat_conn_close".into()));
-                };
-                st.holder = me;
-                return Ok(Held { side: self, value: Some(value) });
+            return Err(Error::WouldBlock(format!("another thread is {what} on this connection")));
+        };
+        let started = Instant::now();
+        *waited = Some(started);
+        let deadline = timeout.map(|t| started + t);
+        let mut guard = self.park.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            if self.try_take(token) {
+                break Ok(());
             }
-            let Some(timeout) = wait else {
-                return Err(Error::WouldBlock(format!("another thread is {what} on this connection")));
-            };
+            if cancel.is_closing() {
+                break Err(closing());
+            }
             if cancel.is_cancelled() {
-                return Err(Error::Cancelled(format!("waiting for another thread {what} on this connection")));
+                break Err(Error::Cancelled(format!("waiting for another thread {what} on this connection")));
             }
-            waited.get_or_insert_with(Instant::now);
-            match timeout {
-                None => st = self.wait(st, None),
-                Some(t) => {
-                    let at = *deadline.get_or_insert_with(|| Instant::now() + t);
+            match deadline {
+                None => guard = self.cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
                     let left = at.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Err(Error::Timeout {
+                        break Err(Error::Timeout {
                             op: format!("waiting for another thread {what} on this connection"),
-                            after: t,
+                            after: timeout.unwrap_or_default(),
                         });
                     }
-                    st = self.wait(st, Some(left));
+                    guard = self.cv.wait_timeout(guard, left).unwrap_or_else(|e| e.into_inner()).0;
                 }
             }
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        result?;
+        self.lend(cancel, true)
+    }
+
+    /// The side is ours: lend the half, or refuse when the connection is
+    /// closed or (when `check_closing`) being closed.
+    #[inline]
+    fn lend(&self, cancel: &Canceller, check_closing: bool) -> Result<Held<'_, T>> {
+        let held = Held { side: self };
+        if check_closing && cancel.is_closing() {
+            return Err(closing());
         }
+        // SAFETY: this thread won `holder`, so no other thread reaches `value`
+        // until `held` gives it back.
+        if unsafe { (*self.value.get()).is_none() } {
+            return Err(Error::LocallyClosed("the connection was closed with tcpchat_conn_close".into()));
+        }
+        Ok(held)
     }
 
     /// Wait until no call has the half, then take it for good.
     fn take_for_close(&self) -> Option<T> {
-        let mut st = self.lock();
-        while st.holder != 0 {
-            st = self.wait(st, None);
+        let me = this_thread();
+        if !self.try_take(me) {
+            let mut guard = self.park.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            while !self.try_take(me) {
+                guard = self.cv.wait(guard).unwrap_or_else(|e| e.into_inner());
+            }
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
         }
-        st.value.take()
+        let held = Held { side: self };
+        // SAFETY: as in `lend`: this thread holds the side.
+        let value = unsafe { (*self.value.get()).take() };
+        drop(held);
+        value
     }
 }
 
-/// A half lent to one call; handed back (and the next waiter woken) on drop.
+fn closing() -> Error {
+    Error::LocallyClosed("the connection is being closed by another thread".into())
+}
+
+/// A half lent to one call; handed back (and a waiter woken) on drop.
 struct Held<'a, T> {
     side: &'a Side<T>,
-    value: Option<T>,
 }
 
 impl<T> Held<'_, T> {
     fn value(&mut self) -> &mut T {
-        // Always Some until drop.
-        self.value.as_mut().expect("a lent half is present until it is handed back")
+        // SAFETY: a Held exists only while this thread holds the side, and
+        // `lend` checked that the half is there; `&mut self` keeps the
+        // borrow unique.
+        unsafe { (*self.side.value.get()).as_mut() }.expect("a lent half is present until it is handed back")
+    }
+
+    /// Take the half out for a while (a session reunites both halves).
+    fn take(&mut self) -> Option<T> {
+        // SAFETY: as in `value`.
+        unsafe { (*self.side.value.get()).take() }
+    }
+
+    /// Put back what `take` took.
+    fn put(&mut self, v: T) {
+        // SAFETY: as in `value`.
+        unsafe { *self.side.value.get() = Some(v) }
     }
 }
 
 impl<T> Drop for Held<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        let mut st = self.side.lock();
-        st.value = self.value.take();
-        st.holder = 0;
-        if st.waiters > 0 {
-            self.side.cv.notify_all();
-        }
+        self.side.holder.store(0, Ordering::SeqCst);
+        self.side.notify();
     }
 }
 
@@ -744,9 +850,9 @@ pub unsafe extern "C" fn tcpchat_conn_run_session(
         let mut handler = CallbackHandler::new(callbacks)?;
         let handle: Arc<tcpchat_conn> = arc_from_c(conn, "conn")?;
         let (rt, wt) = (handle.read_timeout(), handle.write_timeout());
-        let mut rx = handle.rx.acquire(Some(rt), &handle.cancel, "receiving", &mut None)?;
-        let mut tx = handle.tx.acquire(Some(wt), &handle.cancel, "sending", &mut None)?;
-        let (Some(r), Some(t)) = (rx.value.take(), tx.value.take()) else {
+        let mut rx = handle.rx.acquire(Some(ms_of(rt)), &handle.cancel, "receiving", &mut None, true)?;
+        let mut tx = handle.tx.acquire(Some(ms_of(wt)), &handle.cancel, "sending", &mut None, true)?;
+        let (Some(r), Some(t)) = (rx.take(), tx.take()) else {
             return Err(Error::Internal("a connection half was missing".into()));
         };
         let mut whole = r.reunite(t)?;
@@ -754,8 +860,8 @@ pub unsafe extern "C" fn tcpchat_conn_run_session(
         whole.set_write_timeout(wt)?;
         let end = crate::run_session(&mut whole, role, &mut handler);
         let (r, t) = whole.split();
-        rx.value = Some(r);
-        tx.value = Some(t);
+        rx.put(r);
+        tx.put(t);
         let end = end?;
         write_out(out_end, end);
         Ok(())
@@ -824,10 +930,10 @@ pub unsafe extern "C" fn tcpchat_conn_fd(conn: *mut tcpchat_conn, out_fd: *mut i
         let fd = handle.poll.fd()?;
         // Bring each side's part of the descriptor's state up to date; a
         // side busy on another thread does so when its call returns.
-        if let Ok(mut h) = handle.rx.acquire(None, &handle.cancel, "receiving", &mut None) {
+        if let Ok(mut h) = handle.rx.acquire(None, &handle.cancel, "receiving", &mut None, false) {
             h.value().sync_poll();
         }
-        if let Ok(mut h) = handle.tx.acquire(None, &handle.cancel, "sending", &mut None) {
+        if let Ok(mut h) = handle.tx.acquire(None, &handle.cancel, "sending", &mut None, false) {
             h.value().sync_poll();
         }
         out_fd.write(fd);
