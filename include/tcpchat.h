@@ -186,7 +186,8 @@ typedef enum {
      */
     TCPCHAT_LEAVE_REASON_SLOW_READER = 3,
     /**
-     * It sent no complete line for the idle timeout.
+     * It held an unfinished line (part of a line, no newline) for the idle
+     * timeout. (A member that only reads is never dropped as idle.)
      */
     TCPCHAT_LEAVE_REASON_IDLE_TIMEOUT = 4,
     /**
@@ -706,8 +707,10 @@ tcpchat_status tcpchat_config_set_read_timeout_ms(tcpchat_config *config, uint64
 tcpchat_status tcpchat_config_set_write_timeout_ms(tcpchat_config *config, uint64_t ms);
 
 /**
- * Set how long the services (echo, room) keep a client that sends nothing,
- * or only part of a message, in milliseconds (0 = for ever; default 300000).
+ * Set how long the echo service keeps a client that sends nothing, or only
+ * part of a message, and how long the room keeps a member holding an
+ * unfinished line (a member that only reads stays), in milliseconds
+ * (0 = for ever; default 300000).
  */
 tcpchat_status tcpchat_config_set_idle_timeout_ms(tcpchat_config *config, uint64_t ms);
 

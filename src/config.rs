@@ -113,8 +113,10 @@ pub struct Config {
     /// How long a send may wait for the peer to make room before failing with
     /// [`Error::Timeout`]. Default: 30 s.
     pub write_timeout: Option<Duration>,
-    /// How long the services (echo, room) keep a client that sends nothing
-    /// (or only part of a message), and how long a chat session waits for
+    /// How long the echo service keeps a client that sends nothing (or only
+    /// part of a message); how long the room keeps a member holding an
+    /// unfinished line (a member that only reads stays: dead peers are found
+    /// by TCP keepalive instead); and how long a chat session waits for
     /// the peer's turn (with the read timeout, if shorter), so that a silent
     /// client cannot hold a turn-based server for ever. Default: 300 s.
     pub idle_timeout: Option<Duration>,

@@ -244,6 +244,11 @@ impl Server {
             );
             return Ok(None);
         };
+        // Dead peers (a machine that vanished without a FIN or RST) are
+        // found by the kernel's keepalive probes.
+        if let Err(e) = set_keepalive(&stream) {
+            log_at!(LogLevel::Warn, "cannot enable TCP keepalive for {peer}: {e}");
+        }
         Ok(Some((stream, peer, slot)))
     }
 
@@ -265,6 +270,27 @@ fn peer_gone(e: &Error) -> bool {
     }
 }
 
+/// Idle time before the first TCP keepalive probe on the connections the
+/// echo service and the room accept.
+pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between two unanswered keepalive probes.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the kernel declares the peer dead: with the
+/// two above, a vanished peer is found about 60 + 6 x 10 = 120 s after it
+/// last answered, and its connection fails with a timeout (the room reports
+/// it as lost).
+pub(crate) const KEEPALIVE_PROBES: u32 = 6;
+
+/// Turn on TCP keepalive with [`KEEPALIVE_IDLE`], [`KEEPALIVE_INTERVAL`] and
+/// [`KEEPALIVE_PROBES`] on an accepted connection.
+pub(crate) fn set_keepalive(stream: &impl std::os::fd::AsFd) -> io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
 /// A non-blocking listening socket on `addr` with `SO_REUSEADDR` and the
 /// given backlog (shared by [`Server`] and the room).
 pub(crate) fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
@@ -275,4 +301,39 @@ pub(crate) fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> 
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::SockRef;
+    use std::time::Instant;
+
+    /// What a keepalive-enabled socket reads back.
+    fn assert_keepalive(stream: &impl std::os::fd::AsFd) {
+        let s = SockRef::from(stream);
+        assert!(s.keepalive().unwrap(), "SO_KEEPALIVE is off");
+        assert_eq!(s.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(s.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+    }
+
+    #[test]
+    fn the_echo_services_accept_path_turns_keepalive_on() {
+        let server = Server::bind("127.0.0.1", 0, Config::default()).unwrap();
+        let _client = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        // The handshake is done by the kernels: the connection is queued.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let accepted = loop {
+            match server.accept_nonblocking() {
+                Ok(Some((stream, _, _))) => break stream,
+                Ok(None) => panic!("refused"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    let _ = sys::wait(server.poll_fd(), false, &[], Some(deadline));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert_keepalive(&accepted);
+    }
 }

@@ -166,8 +166,10 @@ pub unsafe extern "C" fn tcpchat_config_set_write_timeout_ms(config: *mut tcpcha
     })
 }
 
-/// Set how long the services (echo, room) keep a client that sends nothing,
-/// or only part of a message, in milliseconds (0 = for ever; default 300000).
+/// Set how long the echo service keeps a client that sends nothing, or only
+/// part of a message, and how long the room keeps a member holding an
+/// unfinished line (a member that only reads stays), in milliseconds
+/// (0 = for ever; default 300000).
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_config_set_idle_timeout_ms(config: *mut tcpchat_config, ms: u64) -> Status {
     update(config, |c| {

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,8 +82,10 @@ struct Client {
     out_off: usize,
     /// Bytes in `out` not yet written.
     out_bytes: usize,
-    /// When the last complete line arrived (or the client joined).
-    last_line: Instant,
+    /// Since when the decoder has held an unfinished line (`None`: nothing
+    /// but complete lines so far). The idle timeout runs from here: a
+    /// member that only reads holds no unfinished line and stays.
+    partial_since: Option<Instant>,
     state: State,
     /// In `Engine::dirty`.
     dirty: bool,
@@ -174,6 +176,8 @@ pub(super) struct Engine {
     members: Vec<usize>,
     /// Members by [`text::name_key`].
     names: HashMap<String, usize>,
+    /// Names given up lately, reserved for their last owner's address.
+    holds: NameHolds,
     /// Open connections per address.
     per_address: PerAddress,
     /// Clients in the `Closing` state.
@@ -264,6 +268,7 @@ impl Engine {
             live: 0,
             members: Vec::with_capacity(table),
             names: HashMap::with_capacity(table),
+            holds: NameHolds::new(c.max_clients.max(MIN_HOLDS)),
             per_address: PerAddress::default(),
             closing: 0,
             next_id: 1,
@@ -442,6 +447,11 @@ impl Engine {
         if self.limits.nodelay {
             let _ = stream.set_nodelay(true);
         }
+        // Dead peers (gone without a FIN or RST) are found by keepalive
+        // probes, not by the idle timeout: a member that only reads stays.
+        if let Err(e) = crate::server::set_keepalive(&stream) {
+            log_at!(LogLevel::Warn, "room: cannot enable TCP keepalive for {addr}: {e}");
+        }
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -467,7 +477,7 @@ impl Engine {
             out: VecDeque::new(),
             out_off: 0,
             out_bytes: 0,
-            last_line: now,
+            partial_since: None,
             state: State::Member {
                 pos: self.members.len(),
             },
@@ -500,7 +510,7 @@ impl Engine {
         let name = loop {
             let name = format!("guest{}", self.next_guest);
             self.next_guest += 1;
-            if !self.names.contains_key(&name) {
+            if !self.names.contains_key(&name) && !self.holds.held_against(&name, addr.ip(), now) {
                 break name;
             }
         };
@@ -550,6 +560,15 @@ impl Engine {
                     if c.is_member() {
                         c.decoder.feed(&self.rbuf[..n]);
                         self.take_lines(idx, now);
+                        // The idle clock starts with the first byte of an
+                        // unfinished line; a complete line stops it.
+                        if let Some(c) = self.client_mut(idx).filter(|c| c.is_member()) {
+                            if c.decoder.buffered() == 0 {
+                                c.partial_since = None;
+                            } else if c.partial_since.is_none() {
+                                c.partial_since = Some(now);
+                            }
+                        }
                     }
                     // A closing client's bytes are dropped.
                 }
@@ -616,7 +635,7 @@ impl Engine {
                 Ok(None) => return,
                 Ok(Some(line)) => match text::parse(line) {
                     Input::Empty => {
-                        c.last_line = now;
+                        c.partial_since = None;
                         continue;
                     }
                     Input::Say(t) => {
@@ -652,7 +671,7 @@ impl Engine {
                     return self.drop_member(idx, LeaveReason::LineTooLong, now);
                 }
             };
-            c.last_line = now;
+            c.partial_since = None;
             self.act(idx, action, now);
         }
     }
@@ -671,7 +690,7 @@ impl Engine {
                 }
                 self.broadcast(Some(idx), &line);
             }
-            Action::Nick(new) => self.rename(idx, new),
+            Action::Nick(new) => self.rename(idx, new, now),
             Action::Who => {
                 let mut present: Vec<(u64, &str)> = self
                     .members
@@ -688,7 +707,7 @@ impl Engine {
         }
     }
 
-    fn rename(&mut self, idx: usize, new: String) {
+    fn rename(&mut self, idx: usize, new: String, now: Instant) {
         let Some(c) = self.slots[idx].as_ref() else {
             return;
         };
@@ -702,13 +721,21 @@ impl Engine {
         if self.names.get(&key).is_some_and(|&owner| owner != idx) {
             return self.enqueue(idx, &text::name_taken(&new));
         }
+        if let Some(left) = self.holds.held_against_for(&key, c.addr.ip(), now) {
+            return self.enqueue(idx, &text::name_held(&new, left));
+        }
         let Some(c) = self.slots[idx].as_mut() else {
             return;
         };
         let old = std::mem::replace(&mut c.name, new.clone());
         let id = c.id;
         log_at!(LogLevel::Info, "room: {old} is now known as {new}");
+        let ip = c.addr.ip();
         self.names.remove(&text::name_key(&old));
+        self.holds.release(&key);
+        if text::name_key(&old) != key {
+            self.holds.hold(text::name_key(&old), ip, now);
+        }
         self.names.insert(key, idx);
         self.enqueue(idx, &text::you_are_now(&new));
         self.broadcast(Some(idx), &text::renamed(&old, &new));
@@ -863,6 +890,9 @@ impl Engine {
             }
         }
         self.names.remove(&text::name_key(&name));
+        if reason != LeaveReason::Shutdown {
+            self.holds.hold(text::name_key(&name), addr.ip(), now);
+        }
         self.counters().online.fetch_sub(1, Ordering::Relaxed);
         let last = match reason {
             LeaveReason::Quit => Some(text::bye()),
@@ -929,7 +959,8 @@ impl Engine {
         }
     }
 
-    /// Drop idle members and close closing clients past their deadline.
+    /// Drop members that held an unfinished line for the idle timeout, and
+    /// close closing clients past their deadline.
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = now;
         let mut idle = Vec::new();
@@ -938,11 +969,8 @@ impl Engine {
             let Some(c) = c else { continue };
             match c.state {
                 State::Member { .. } => {
-                    if self
-                        .limits
-                        .idle
-                        .is_some_and(|t| now.duration_since(c.last_line) >= t)
-                    {
+                    let unfinished = c.partial_since.zip(self.limits.idle);
+                    if unfinished.is_some_and(|(since, t)| now.duration_since(since) >= t) {
                         idle.push(idx);
                     }
                 }
@@ -979,6 +1007,83 @@ impl Engine {
     }
 }
 
+/// How long a name given up (its member left, or renamed) stays reserved
+/// for the address that had it: the same address may take it back at once,
+/// any other gets `error: the name NAME was given up moments ago; it is
+/// free again in Ns`. So that nobody can take a name the moment its owner's
+/// connection drops and speak in its place.
+pub(super) const NAME_HOLD: Duration = Duration::from_secs(30);
+
+/// The fewest names held at once (the table holds `max(this, max_clients)`;
+/// past that the oldest hold ends early), so that a connect-and-leave storm
+/// cannot grow it without bound.
+const MIN_HOLDS: usize = 4096;
+
+/// Names given up lately ([`NAME_HOLD`]), by [`text::name_key`]: who may
+/// take them back, and until when. Holds end in the order they began, so a
+/// queue in that order finds the expired ones.
+struct NameHolds {
+    by_key: HashMap<String, (IpAddr, Instant)>,
+    order: VecDeque<(String, Instant)>,
+    cap: usize,
+}
+
+impl NameHolds {
+    fn new(cap: usize) -> NameHolds {
+        NameHolds {
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Reserve `key` for `ip` from `now` for [`NAME_HOLD`].
+    fn hold(&mut self, key: String, ip: IpAddr, now: Instant) {
+        self.expire(now);
+        while self.order.len() >= self.cap {
+            self.pop_oldest();
+        }
+        let until = now.checked_add(NAME_HOLD).unwrap_or(now);
+        self.by_key.insert(key.clone(), (access::canonical(ip), until));
+        self.order.push_back((key, until));
+    }
+
+    /// End the hold of `key` (its owner took it back).
+    fn release(&mut self, key: &str) {
+        self.by_key.remove(key);
+    }
+
+    /// How long `key` stays held against `ip` (an address other than the
+    /// one that gave it up); `None` when `ip` may take it.
+    fn held_against_for(&self, key: &str, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let &(owner, until) = self.by_key.get(key)?;
+        (until > now && owner != access::canonical(ip)).then(|| until - now)
+    }
+
+    fn held_against(&self, key: &str, ip: IpAddr, now: Instant) -> bool {
+        self.held_against_for(key, ip, now).is_some()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self.order.front().is_some_and(|(_, until)| *until <= now) {
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((key, until)) = self.order.pop_front() {
+            // A key held again later has a later entry of its own.
+            if self.by_key.get(&key).is_some_and(|&(_, u)| u == until) {
+                self.by_key.remove(&key);
+            }
+        }
+        if self.order.is_empty() && self.order.capacity() > 64 {
+            self.order = VecDeque::new();
+            self.by_key = HashMap::new();
+        }
+    }
+}
+
 /// What a line asks the room to do, owned so the client can be let go of.
 enum Action {
     Say {
@@ -989,4 +1094,67 @@ enum Action {
     Who,
     Quit,
     Reply(Arc<[u8]>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_given_up_name_is_held_for_its_address_only() {
+        let t0 = Instant::now();
+        let mut h = NameHolds::new(8);
+        h.hold("alice".into(), ip("192.0.2.1"), t0);
+        assert!(!h.held_against("alice", ip("192.0.2.1"), t0), "the same address takes it back");
+        assert!(!h.held_against("alice", ip("::ffff:192.0.2.1"), t0), "mapped IPv4 is the same address");
+        let left = h.held_against_for("alice", ip("192.0.2.2"), t0 + Duration::from_secs(10));
+        assert_eq!(left, Some(NAME_HOLD - Duration::from_secs(10)));
+        assert!(!h.held_against("alice", ip("192.0.2.2"), t0 + NAME_HOLD), "free after the hold");
+        assert!(!h.held_against("bob", ip("192.0.2.2"), t0));
+        h.release("alice");
+        assert!(!h.held_against("alice", ip("192.0.2.2"), t0));
+    }
+
+    #[test]
+    fn the_holds_are_bounded_and_expire() {
+        let t0 = Instant::now();
+        let mut h = NameHolds::new(4);
+        for i in 0..10 {
+            h.hold(format!("n{i}"), ip("192.0.2.1"), t0);
+        }
+        assert_eq!(h.order.len(), 4);
+        assert_eq!(h.by_key.len(), 4);
+        assert!(h.held_against("n9", ip("192.0.2.9"), t0) && !h.held_against("n0", ip("192.0.2.9"), t0));
+        // Held again: the later hold counts, the earlier entry expires harmlessly.
+        h.hold("n9".into(), ip("192.0.2.1"), t0 + Duration::from_secs(20));
+        h.expire(t0 + NAME_HOLD);
+        assert!(h.held_against("n9", ip("192.0.2.9"), t0 + NAME_HOLD));
+        h.expire(t0 + NAME_HOLD + Duration::from_secs(20));
+        assert!(h.by_key.is_empty() && h.order.is_empty());
+    }
+
+    #[test]
+    fn accepted_members_have_keepalive_on() {
+        use crate::server::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES};
+        let (mut engine, _inbox, local) =
+            Engine::bind("127.0.0.1", 0, &RoomConfig::default()).unwrap();
+        let _client = std::net::TcpStream::connect(local).unwrap();
+        let mut events = Events::with_capacity(8);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.members.is_empty() && Instant::now() < deadline {
+            engine.poll.poll(&mut events, Some(Duration::from_secs(1))).unwrap();
+            engine.accept(Instant::now());
+        }
+        let idx = *engine.members.first().expect("the client was never accepted");
+        let c = engine.slots[idx].as_ref().unwrap();
+        let s = socket2::SockRef::from(&c.stream);
+        assert!(s.keepalive().unwrap(), "SO_KEEPALIVE is off");
+        assert_eq!(s.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(s.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+    }
 }

@@ -17,7 +17,7 @@
 //! | `TEXT` | every *other* client gets `NAME: TEXT` (the sender gets nothing back) |
 //! | an empty line | ignored |
 //! | `//TEXT` | sent as the message `/TEXT` |
-//! | `/nick NAME` | renamed: the client gets `* you are now known as NAME`, the others `* OLD is now known as NAME`. Refused with a notice to that client alone: `error: the name NAME is taken` (names are unique ignoring case), `error: invalid name "NAME": use 1 to 32 letters, digits, _ or -`, `error: usage: /nick NAME` |
+//! | `/nick NAME` | renamed: the client gets `* you are now known as NAME`, the others `* OLD is now known as NAME`. Refused with a notice to that client alone: `error: the name NAME is taken` (names are unique ignoring case), `error: the name NAME was given up moments ago; it is free again in Ns` (a name held for the address that had it, see *Limits*), `error: invalid name "NAME": use 1 to 32 letters, digits, _ or -`, `error: usage: /nick NAME` |
 //! | `/who` | that client gets `* N online: NAME, NAME, ...` (in the order they joined; cut short with `, and K more` past 8 KiB) |
 //! | `/help` | that client gets `* commands: /nick NAME, /who, /quit; ...` |
 //! | `/quit` | that client gets `* bye` and is closed; the others get `* NAME left` |
@@ -31,7 +31,8 @@
 //! `* welcome, you are NAME (commands: /nick NAME, /who, /quit)`; the
 //! others get `* NAME joined`. When a member leaves, the others get
 //! `* NAME left` (it quit or closed), `* NAME left (connection lost)`,
-//! `* NAME was dropped (too slow to read)`, `* NAME was dropped (idle for too long)`
+//! `* NAME was dropped (too slow to read)`,
+//! `* NAME was dropped (unfinished line for too long)`
 //! or `* NAME was dropped (line too long)`. [`RoomHandle::post`] sends
 //! `* TEXT` to everyone. A client over [`Config::max_clients`] gets
 //! `error: server full (MAX clients); try again later` and is closed.
@@ -61,12 +62,31 @@
 //!   the client is dropped (closed at once) and the others get
 //!   `* NAME was dropped (too slow to read)`. The room never waits for a
 //!   client.
-//! * **Idle clients**: a member that sends no complete line for
-//!   [`Config::idle_timeout`] (nothing at all, or part of a line, as a
+//! * **Idle means gone, not quiet**: a member that only reads, and never
+//!   types, stays as long as its connection lives. The idle timeout
+//!   ([`Config::idle_timeout`]) applies to an *unfinished line*: a member
+//!   that has sent part of a line and not its newline for that long (as a
 //!   slowloris attack does) gets `error: no complete line for T; closing`
-//!   (`T` as Rust prints a duration: `300s`, `500ms`) and is closed. The
-//!   check runs every tenth of the timeout (and at least every second), so a
-//!   client goes at most that much later than due.
+//!   (`T` as Rust prints a duration: `300s`, `500ms`) and is closed; the
+//!   others get `* NAME was dropped (unfinished line for too long)`. The
+//!   clock starts with the first byte of the unfinished line. The check runs
+//!   every tenth of the timeout (and at least every second), so a client
+//!   goes at most that much later than due. (A client is a member from the
+//!   moment it is accepted: there is no unfinished join to time out.)
+//! * **Dead peers** (a machine switched off, a network gone, with no FIN or
+//!   RST ever coming) are found by TCP keepalive, on every accepted
+//!   connection: the first probe after 60 s without traffic, then one every
+//!   10 s; after 6 unanswered probes the kernel fails the connection, so a
+//!   dead peer is gone about 2 minutes after it last answered, and the
+//!   others get `* NAME left (connection lost)`.
+//! * **Names are held briefly**: a name given up (its member left, or
+//!   renamed) stays reserved for 30 s for the address that had it. From
+//!   that address it may be taken back at once; from any other,
+//!   `/nick NAME` gets `error: the name NAME was given up moments ago; it
+//!   is free again in Ns`. So nobody can take a name the moment its owner's
+//!   connection drops and speak in its place. (At most the larger of 4,096
+//!   and [`Config::max_clients`] names are held at once; past that the
+//!   oldest hold ends early.)
 //! * **Closing**: a client being closed gets its queued lines, then the write
 //!   half is shut down and what it still sends is read and dropped until it
 //!   closes, for at most [`Config::close_timeout`].
@@ -243,7 +263,8 @@ pub enum LeaveReason {
     Lost = 2,
     /// Its outgoing queue overflowed: it did not read fast enough.
     SlowReader = 3,
-    /// It sent no complete line for the idle timeout.
+    /// It held an unfinished line (part of a line, no newline) for the idle
+    /// timeout. (A member that only reads is never dropped as idle.)
     IdleTimeout = 4,
     /// It sent a line longer than the room's line limit (16 KiB by default,
     /// never more than the maximum message size).

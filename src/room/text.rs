@@ -117,7 +117,7 @@ pub(crate) fn left(name: &str, reason: LeaveReason) -> Option<Arc<[u8]>> {
         LeaveReason::Quit | LeaveReason::Closed => format!("* {name} left"),
         LeaveReason::Lost => format!("* {name} left (connection lost)"),
         LeaveReason::SlowReader => format!("* {name} was dropped (too slow to read)"),
-        LeaveReason::IdleTimeout => format!("* {name} was dropped (idle for too long)"),
+        LeaveReason::IdleTimeout => format!("* {name} was dropped (unfinished line for too long)"),
         LeaveReason::LineTooLong => format!("* {name} was dropped (line too long)"),
         LeaveReason::Shutdown => return None,
     };
@@ -138,6 +138,15 @@ pub(crate) fn you_already_are(name: &str) -> Arc<[u8]> {
 
 pub(crate) fn name_taken(name: &str) -> Arc<[u8]> {
     line(&format!("error: the name {name} is taken"))
+}
+
+/// A name given up moments ago by a member from another address, free
+/// again in `left`.
+pub(crate) fn name_held(name: &str, left: std::time::Duration) -> Arc<[u8]> {
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    line(&format!(
+        "error: the name {name} was given up moments ago; it is free again in {secs}s"
+    ))
 }
 
 pub(crate) fn name_invalid(name: &str) -> Arc<[u8]> {

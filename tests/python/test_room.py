@@ -335,11 +335,19 @@ def test_settings_reach_the_room_line_length_and_idle_timeout() -> None:
         p[0].expect("* guest2 was dropped (line too long)")
         assert room.stats().dropped == 1
     with started_room(idle_timeout=0.2) as room:
-        # Silence (here, half a line): dropped after the idle timeout.
+        # A member that only reads stays; half a line is dropped after the
+        # idle timeout.
+        reader, talker = members(room.port, 2)
         a = Member(room.port)
+        reader.expect(f"* {a.name} joined")
+        talker.expect(f"* {a.name} joined")
         a.send_bytes(b"half a li")
         assert a.until_eof() == ["error: no complete line for 200ms; closing"]
-        assert room.stats().dropped == 1
+        reader.expect(f"* {a.name} was dropped (unfinished line for too long)")
+        talker.expect(f"* {a.name} was dropped (unfinished line for too long)")
+        talker.send("still there?")
+        reader.expect(f"{talker.name}: still there?")
+        assert (room.stats().dropped, room.stats().online) == (1, 2)
 
 
 def test_a_reader_that_stalls_is_dropped_past_queue_limit() -> None:

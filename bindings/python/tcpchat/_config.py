@@ -65,7 +65,9 @@ class Config:
     read_timeout: Optional[float] = None
     #: How long a send waits for the peer to make room.
     write_timeout: Optional[float] = 30.0
-    #: How long the services keep a client that sends nothing.
+    #: How long the echo service keeps a client that sends nothing (or part
+    #: of a message), and the room a member holding an unfinished line (a
+    #: member that only reads stays).
     idle_timeout: Optional[float] = 300.0
     #: How long a graceful close waits for the peer to finish (0 = do not wait).
     close_timeout: float = 2.0

@@ -70,7 +70,8 @@ class LeaveReason(enum.Enum):
     LOST = _ffi.TCPCHAT_LEAVE_REASON_LOST
     #: Its outgoing queue overflowed: it did not read fast enough.
     SLOW_READER = _ffi.TCPCHAT_LEAVE_REASON_SLOW_READER
-    #: It sent no complete line for ``idle_timeout``.
+    #: It held an unfinished line for ``idle_timeout`` (a member that only
+    #: reads is never dropped as idle).
     IDLE_TIMEOUT = _ffi.TCPCHAT_LEAVE_REASON_IDLE_TIMEOUT
     #: It sent a line longer than the room's line limit (16 KiB, or
     #: ``max_message_size`` if smaller).
