@@ -1,7 +1,9 @@
 //! The tutorial's chat server: wait for a client, send it the first line
 //! typed on stdin, print its reply as `client: MSG`, and take turns until one
 //! side sends BYE (or stdin ends, which sends BYE). Then serve the next
-//! client, unless `--once`.
+//! client, unless `--once`. A client that leaves while the operator types
+//! ends its session at once (`client left` on stderr): the handler waits
+//! for stdin and the connection together (`common::Stdio`).
 //!
 //!     cargo run --example chat_server -- --port 8080
 //!     cargo run --example chat_client -- --port 8080     # in another terminal

@@ -354,7 +354,8 @@ typedef uint32_t tcpchat_role;
  * on the thread that called `tcpchat_conn_run_session()` or
  * `tcpchat_server_serve_chat()`. A callback that returns non-zero ends the
  * session (and the serve loop) with `TCPCHAT_STATUS_CALLBACK`; the library
- * never aborts because of it.
+ * never aborts because of it. The exceptions are the statuses of
+ * `tcpchat_session_wait_input()` that `next_message` passes on (below).
  *
  * The struct is read when the session starts; it need not outlive the call.
  */
@@ -370,6 +371,23 @@ typedef struct {
      * (the library copies them before then). Set `*msg` to NULL (and return
      * 0) to end the session: the library sends the end word. Sending the end
      * word yourself also ends the session. Non-zero: fail the session.
+     *
+     * To notice a peer that leaves while the message is being written (an
+     * operator typing), call `tcpchat_session_wait_input()` before reading
+     * it, and return what it returned when that is not
+     * `TCPCHAT_STATUS_OK`:
+     * * `TCPCHAT_STATUS_CLOSED` (4) ends the session as the peer's close
+     *   (`TCPCHAT_SESSION_END_PEER_CLOSED`; `tcpchat_server_serve_chat()`
+     *   goes on to the next client), not as a callback failure, provided
+     *   the peer has indeed closed or reset the connection (otherwise:
+     *   `TCPCHAT_STATUS_CALLBACK`);
+     * * `TCPCHAT_STATUS_CANCELLED` (10), when the connection was indeed
+     *   cancelled or its server shut down, ends the session with that
+     *   status, as a cancel during one of the library's own waits does (a
+     *   serve loop whose server was shut down returns `TCPCHAT_STATUS_OK`);
+     * * `TCPCHAT_STATUS_INTERRUPTED` (11) ends it as a signal during one of
+     *   the library's own waits does (the serve loop returns
+     *   `TCPCHAT_STATUS_INTERRUPTED`).
      */
     int (*next_message)(void *user_data, const uint8_t **msg, size_t *len);
     /**
@@ -1211,6 +1229,36 @@ tcpchat_status tcpchat_server_fd(const tcpchat_server *server, int32_t *out_fd);
  * when no client is waiting.
  */
 tcpchat_status tcpchat_server_try_accept(const tcpchat_server *server, tcpchat_conn **out_conn);
+
+/**
+ * Inside a chat session's callback (`next_message`, typically): wait until
+ * descriptor `fd` (the program's input, such as `STDIN_FILENO`) is
+ * readable, or the session's peer leaves. For a `next_message` that reads
+ * what to send from somewhere that can take a while (an operator typing):
+ * without it, a peer that leaves meanwhile is only noticed when the next
+ * message goes out into a dead connection.
+ *
+ * Returns:
+ * * `TCPCHAT_STATUS_OK`: `fd` is readable (or at its end, or has an error:
+ *   the read says which). Read it now; a read of what was already waiting
+ *   does not block.
+ * * `TCPCHAT_STATUS_CLOSED`: the peer closed or reset the connection.
+ *   Return this status from `next_message`: the session ends as
+ *   `TCPCHAT_SESSION_END_PEER_CLOSED` (see `tcpchat_chat_callbacks`).
+ * * `TCPCHAT_STATUS_CANCELLED`: the connection was cancelled or its server
+ *   shut down; `TCPCHAT_STATUS_INTERRUPTED`: a signal handler ran during
+ *   the wait. Return them from `next_message` too.
+ * * `TCPCHAT_STATUS_INVALID_ARGUMENT`: no session runs on this thread (the
+ *   call is not inside a callback of `tcpchat_conn_run_session()` or
+ *   `tcpchat_server_serve_chat()`), or `fd` is not an open descriptor.
+ *
+ * Data the peer sends out of turn does not end the wait, and there is no
+ * time limit. Only the descriptor is watched: input already in a buffer
+ * of the program's is not seen, so read `fd` with read(2), not through a
+ * `FILE *` whose buffer may already hold the next line (or look there
+ * first). Linux only, as the rest of the library.
+ */
+tcpchat_status tcpchat_session_wait_input(int32_t fd);
 
 #ifdef __cplusplus
 }  // extern "C"

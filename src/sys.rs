@@ -1,5 +1,6 @@
 //! The few operating-system calls std does not offer: waiting on a socket
-//! *and* a wake-up descriptor at once (`poll`), an `eventfd` to wake such a
+//! *and* a wake-up descriptor at once (`poll`), waiting for a program's
+//! input while watching a socket for its peer's departure, an `eventfd` to wake such a
 //! wait from another thread, vectored sends that never raise SIGPIPE, and
 //! spawning library threads with signals blocked. This is the only module of
 //! the core with `unsafe` code; each
@@ -301,6 +302,93 @@ pub(crate) fn wait(
         });
     }
     Ok(Ready::Io)
+}
+
+/// What a [`wait_input_or_hangup`] saw.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum InputReady {
+    /// The input descriptor is readable (or at its end, or has an error for
+    /// the read to report).
+    Input,
+    /// The socket's peer has shut down its side or reset the connection.
+    HungUp,
+    /// One of the cancellers fired.
+    Cancelled,
+}
+
+/// The socket events that say its peer has gone: it shut down its sending
+/// side (`POLLRDHUP`, Linux), both sides are shut (`POLLHUP`) or the
+/// connection was reset (`POLLERR`). Never `POLLIN`: data the peer sends
+/// is not a departure.
+const HANGUP_EVENTS: libc::c_short = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
+
+/// Wait, with no time limit, until `input` is readable, the peer of the
+/// connected `socket` has gone ([`HANGUP_EVENTS`]; data arriving on the
+/// socket does not end the wait), or one of `cancel` fires. When several
+/// hold at once, a cancel wins, then the peer's departure. A signal handler
+/// running during the wait gives `Err(Interrupted)`; an `input` that is not
+/// an open descriptor `Err` with `EBADF`.
+pub(crate) fn wait_input_or_hangup(input: RawFd, socket: RawFd, cancel: &[&Canceller]) -> io::Result<InputReady> {
+    let mut fds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 5];
+    fds[0] = libc::pollfd {
+        fd: input,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    fds[1] = libc::pollfd {
+        fd: socket,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    let mut n = 2;
+    for c in cancel.iter().take(3) {
+        if c.is_cancelled() || c.is_closing() {
+            return Ok(InputReady::Cancelled);
+        }
+        fds[n] = libc::pollfd {
+            fd: c.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        n += 1;
+    }
+    loop {
+        // SAFETY: fds is a live local array and n <= its length.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, -1) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if fds[2..n].iter().any(|p| p.revents != 0) {
+            return Ok(InputReady::Cancelled);
+        }
+        if fds[1].revents & (HANGUP_EVENTS | libc::POLLNVAL) != 0 {
+            return Ok(InputReady::HungUp);
+        }
+        if fds[0].revents & libc::POLLNVAL != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        if fds[0].revents != 0 {
+            return Ok(InputReady::Input);
+        }
+        // Nothing we asked about (r == 0 cannot happen without a timeout).
+    }
+}
+
+/// Whether the peer of the connected `socket` has gone (as
+/// [`wait_input_or_hangup`] sees it), right now, without waiting.
+pub(crate) fn peer_hung_up(socket: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: socket,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: p is a live local; one descriptor; no wait.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r == 1 && p.revents & HANGUP_EVENTS != 0
 }
 
 /// Write `line` (at most a pipe page) to stderr only if it can take it now:

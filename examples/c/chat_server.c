@@ -2,7 +2,9 @@
  * The tutorial's chat server in C: wait for a client, send it the first
  * line typed on stdin, print its reply as `client: MSG`, and take turns until
  * one side sends BYE (or stdin ends, which sends BYE). Then serve the next
- * client, unless --once.
+ * client, unless --once. A client that leaves while the operator types ends
+ * its session at once (`client left` on stderr): the callbacks wait for
+ * stdin and the connection together (stdio_chat in common.c).
  *
  *     make -C examples/c
  *     examples/c/build/chat_server --port 8080

@@ -1,5 +1,5 @@
 /* See common.h. */
-#define _POSIX_C_SOURCE 200809L /* getline, isatty */
+#define _POSIX_C_SOURCE 200809L /* isatty */
 
 #include "common.h"
 
@@ -268,7 +268,12 @@ void die(const char *program)
     exit(1);
 }
 
-/* next_message: the next line of stdin, without its line ending. */
+/*
+ * next_message: the next line of stdin, without its line ending. stdin is
+ * read with read(2) into the chat's own buffer, never through stdio: a
+ * FILE's buffer could hold the next line while descriptor 0 has nothing
+ * more to say, and tcpchat_session_wait_input() watches the descriptor.
+ */
 static int next_line(void *user_data, const uint8_t **msg, size_t *len)
 {
     struct stdio_chat *chat = user_data;
@@ -276,23 +281,60 @@ static int next_line(void *user_data, const uint8_t **msg, size_t *len)
         fputs(chat->prompt, stderr);
         fflush(stderr);
     }
-    ssize_t n = getline(&chat->line, &chat->cap, stdin);
-    if (n < 0) {
-        if (ferror(stdin)) {
+    /* Drop the line returned last time (the library has copied it). */
+    memmove(chat->buf, chat->buf + chat->start, chat->end - chat->start);
+    chat->end -= chat->start;
+    chat->start = 0;
+    for (;;) {
+        char *nl = chat->end ? memchr(chat->buf, '\n', chat->end) : NULL;
+        if (nl || (chat->eof && chat->end > 0)) {
+            /* A line; at the end of input, what is left counts as one too. */
+            size_t n = nl ? (size_t)(nl - chat->buf) : chat->end;
+            chat->start = nl ? n + 1 : n;
+            if (n > 0 && chat->buf[n - 1] == '\r')
+                n--;
+            *msg = (const uint8_t *)chat->buf; /* stays ours until the next call */
+            *len = n;
+            return 0;
+        }
+        if (chat->eof) {
+            *msg = NULL; /* end of input: the library sends BYE */
+            return 0;
+        }
+        /* Nothing buffered: wait for stdin, or for the peer to leave. */
+        tcpchat_status status = tcpchat_session_wait_input(STDIN_FILENO);
+        if (status == TCPCHAT_STATUS_CLOSED) {
+            fprintf(stderr, "%s left\n", chat->peer);
+            return status; /* the session ends as the peer's close */
+        }
+        if (status != TCPCHAT_STATUS_OK && status != TCPCHAT_STATUS_INVALID_ARGUMENT)
+            return status; /* cancelled, interrupted: passed on */
+        /* (INVALID_ARGUMENT: not inside a session, or stdin is not open: just read.) */
+        if (chat->cap - chat->end < 1024) {
+            size_t cap = chat->cap ? 2 * chat->cap : 4096;
+            char *grown = realloc(chat->buf, cap);
+            if (!grown) {
+                fputs("reading stdin: out of memory\n", stderr);
+                return -1; /* fails the session with TCPCHAT_STATUS_CALLBACK */
+            }
+            chat->buf = grown;
+            chat->cap = cap;
+        }
+        ssize_t got = read(STDIN_FILENO, chat->buf + chat->end, chat->cap - chat->end);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && errno == EBADF) {
+            chat->eof = true; /* stdin is not open: as if empty */
+            continue;
+        }
+        if (got < 0) {
             perror("reading stdin");
             return -1; /* fails the session with TCPCHAT_STATUS_CALLBACK */
         }
-        *msg = NULL; /* end of input: the library sends BYE */
-        return 0;
+        if (got == 0)
+            chat->eof = true;
+        chat->end += (size_t)got;
     }
-    if (n > 0 && chat->line[n - 1] == '\n')
-        n--;
-    if (n > 0 && chat->line[n - 1] == '\r')
-        n--;
-    /* The line stays ours; the library copies it before calling us again. */
-    *msg = (const uint8_t *)chat->line;
-    *len = (size_t)n;
-    return 0;
 }
 
 /* on_message: print `PEER: MSG`. `msg` is the library's, valid during the call. */
@@ -315,8 +357,9 @@ void stdio_chat_init(struct stdio_chat *chat, const char *peer, const char *prom
 {
     chat->peer = peer;
     chat->prompt = isatty(STDIN_FILENO) ? prompt : NULL;
-    chat->line = NULL;
-    chat->cap = 0;
+    chat->buf = NULL;
+    chat->start = chat->end = chat->cap = 0;
+    chat->eof = false;
     chat->received = 0;
 }
 
@@ -331,8 +374,8 @@ tcpchat_chat_callbacks stdio_chat_callbacks(struct stdio_chat *chat)
 
 void stdio_chat_free(struct stdio_chat *chat)
 {
-    free(chat->line);
-    chat->line = NULL;
+    free(chat->buf);
+    chat->buf = NULL;
 }
 
 void fput_printable(const uint8_t *msg, size_t len, FILE *out)

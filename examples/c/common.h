@@ -111,13 +111,19 @@ void die(const char *program);
  * line of stdin (its end says BYE); each received one is printed on stdout
  * as `PEER: MSG`, made safe for the terminal (fput_printable). The prompt
  * goes to stderr, only when stdin is a terminal.
+ * While the operator types, the peer is watched too
+ * (tcpchat_session_wait_input): when it leaves, `PEER left` is printed on
+ * stderr and the session ends at once (a server goes on to its next
+ * client). So stdin is read with read(2) into the chat's own buffer, never
+ * through stdio, whose buffer could hold a line poll() cannot see.
  * Fill one with stdio_chat_init() and pass stdio_chat_callbacks() of it.
  */
 struct stdio_chat {
     const char *peer;   /* "client" or "server" */
     const char *prompt; /* NULL when stdin is not a terminal */
-    char *line;         /* the last line read (getline's buffer) */
-    size_t cap;
+    char *buf;          /* what was read from stdin: buf[start..end) is not returned yet */
+    size_t start, end, cap;
+    bool eof;           /* stdin has ended */
     uint64_t received;  /* how many messages have been printed */
 };
 void stdio_chat_init(struct stdio_chat *chat, const char *peer, const char *prompt);

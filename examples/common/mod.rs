@@ -2,8 +2,9 @@
 //! that talks to the terminal. Each example uses only some of it.
 #![allow(dead_code)]
 
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::exit;
 use std::time::Duration;
 
@@ -204,17 +205,69 @@ fn bad_usage(usage: &str, problem: &str) -> ! {
 /// line of stdin (stdin's end says BYE); each received one is printed on
 /// stdout as `PEER: MSG`, made safe for the terminal. The prompt goes to
 /// stderr, and only when stdin is a terminal.
+///
+/// While the operator types, the peer is watched too
+/// ([`tcpchat::session::wait_for_input`]): when it leaves, `PEER left` is
+/// printed on stderr and the session ends at once (a server goes on to its
+/// next client). So stdin is read unbuffered, into a buffer of our own that
+/// is looked at before waiting: `io::stdin()`'s buffer could hold the next
+/// line while the descriptor has nothing more to say.
 pub struct Stdio {
     peer: &'static str,
     prompt: Option<&'static str>,
     /// How many messages have been printed.
     pub received: u64,
+    /// stdin (a duplicate of descriptor 0), read without a buffer of std's.
+    input: Option<std::fs::File>,
+    /// What was read from stdin past the last line returned.
+    pending: Vec<u8>,
+    eof: bool,
 }
 
 impl Stdio {
     pub fn new(peer: &'static str, prompt: &'static str) -> Stdio {
         let prompt = io::stdin().is_terminal().then_some(prompt);
-        Stdio { peer, prompt, received: 0 }
+        let input = io::stdin().as_fd().try_clone_to_owned().ok().map(std::fs::File::from);
+        Stdio { peer, prompt, received: 0, input, pending: Vec::new(), eof: false }
+    }
+
+    /// The next line of stdin without its line ending, `None` at its end.
+    fn read_line(&mut self) -> Result<Option<Vec<u8>>> {
+        let Some(input) = self.input.as_mut() else {
+            return Ok(None); // stdin is not open: as std reads it, empty
+        };
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.pending.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(Some(line));
+            }
+            if self.eof {
+                // A last line without its newline is still a line.
+                return Ok((!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending)));
+            }
+            // Nothing buffered: wait for stdin, or for the peer to leave.
+            match tcpchat::session::wait_for_input(input.as_raw_fd()) {
+                Ok(()) => {}
+                Err(e @ tcpchat::Error::Closed(_)) => {
+                    eprintln_safe!("{} left", self.peer);
+                    return Err(e); // the session ends as the peer's close
+                }
+                // Not inside a session: just read.
+                Err(tcpchat::Error::InvalidArgument(_)) => {}
+                Err(e) => return Err(e),
+            }
+            let mut chunk = [0u8; 4096];
+            match input.read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(tcpchat::Error::Callback(format!("reading stdin: {e}"))),
+            }
+        }
     }
 }
 
@@ -223,16 +276,7 @@ impl ChatHandler for Stdio {
         if let Some(prompt) = self.prompt {
             write_stderr(prompt);
         }
-        let mut line = String::new();
-        match io::stdin().lock().read_line(&mut line) {
-            Ok(0) => Ok(None),
-            Ok(_) => {
-                let text = line.strip_suffix('\n').unwrap_or(&line);
-                let text = text.strip_suffix('\r').unwrap_or(text);
-                Ok(Some(text.as_bytes().to_vec()))
-            }
-            Err(e) => Err(tcpchat::Error::Callback(format!("reading stdin: {e}"))),
-        }
+        self.read_line()
     }
 
     fn on_message(&mut self, msg: &[u8]) -> Result<()> {

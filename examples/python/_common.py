@@ -5,6 +5,7 @@ talks to the terminal."""
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import select
@@ -208,21 +209,62 @@ class Stdio:
     """A chat handler for a terminal or a pipe: each message to send is the
     next line of stdin (its end says BYE); each received one is printed on
     stdout as `PEER: MSG`, made safe for the terminal. The prompt goes to
-    stderr, only on a terminal."""
+    stderr, only on a terminal.
+
+    While the operator types, the peer is watched too
+    (:func:`tcpchat.wait_for_input`): when it leaves, `PEER left` is printed
+    on stderr and the session ends at once (a server goes on to its next
+    client). So stdin is read with os.read into a buffer of our own, looked
+    at before waiting: sys.stdin's buffer could hold the next line while
+    descriptor 0 has nothing more to say."""
 
     def __init__(self, peer: str, prompt: str) -> None:
         self.peer = peer
         self.prompt = prompt if sys.stdin.isatty() else None
         self.received = 0  # how many messages have been printed
+        self._pending = bytearray()  # read from stdin, past the last line returned
+        self._eof = False
 
     def next_message(self) -> Optional[bytes]:
         if self.prompt:
             _write_stderr(self.prompt)
-        line = sys.stdin.buffer.readline()
-        if not line:
+        line = self._read_line()
+        if line is None:
             return None  # stdin's end: the session sends BYE
-        line = line[:-1] if line.endswith(b"\n") else line
         return line[:-1] if line.endswith(b"\r") else line
+
+    def _read_line(self) -> Optional[bytes]:
+        """The next line of stdin without its newline; None at its end."""
+        while True:
+            i = self._pending.find(b"\n")
+            if i >= 0:
+                line = bytes(self._pending[:i])
+                del self._pending[: i + 1]
+                return line
+            if self._eof:
+                # A last line without its newline is still a line.
+                line, self._pending = bytes(self._pending), bytearray()
+                return line or None
+            # Nothing buffered: wait for stdin, or for the peer to leave.
+            try:
+                tcpchat.wait_for_input(0)
+            except tcpchat.LocallyClosedError:
+                raise
+            except tcpchat.ClosedError:
+                eprint(f"{self.peer} left")
+                raise  # the session ends as the peer's close
+            except tcpchat.InvalidArgumentError:
+                pass  # not inside a session, or stdin is not open: just read
+            try:
+                chunk = os.read(0, 65536)
+            except OSError as e:
+                if e.errno != errno.EBADF:
+                    raise
+                chunk = b""  # stdin is not open: as if empty
+            if chunk:
+                self._pending += chunk
+            else:
+                self._eof = True
 
     def on_message(self, msg: bytes) -> None:
         # A raw peer such as nc sends its newline too: do not print it twice.

@@ -2,7 +2,9 @@
 """The tutorial's chat server: wait for a client, send it the first line typed
 on stdin, print its reply as `client: MSG`, and take turns until one side
 sends BYE (or stdin ends, which sends BYE). Then serve the next client,
-unless --once.
+unless --once. A client that leaves while the operator types ends its
+session at once (`client left` on stderr): the handler waits for stdin and
+the connection together (Stdio in _common.py).
 
     python3 examples/python/chat_server.py --port 8080
     python3 examples/python/chat_client.py --port 8080     # in another terminal

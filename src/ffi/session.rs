@@ -4,9 +4,9 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::net::SocketAddr;
 
 use crate::error::{Error, Result, Status};
-use crate::session::{ChatHandler, Role, SessionEnd};
+use crate::session::{self, ChatHandler, Role, SessionEnd};
 
-use super::boundary::arg_nonnull;
+use super::boundary::{arg_nonnull, guard};
 use super::{tcpchat_role, TCPCHAT_ROLE_CLIENT, TCPCHAT_ROLE_SERVER};
 
 /// Supplies a chat session's outgoing messages and takes its incoming ones
@@ -16,7 +16,8 @@ use super::{tcpchat_role, TCPCHAT_ROLE_CLIENT, TCPCHAT_ROLE_SERVER};
 /// on the thread that called `tcpchat_conn_run_session()` or
 /// `tcpchat_server_serve_chat()`. A callback that returns non-zero ends the
 /// session (and the serve loop) with `TCPCHAT_STATUS_CALLBACK`; the library
-/// never aborts because of it.
+/// never aborts because of it. The exceptions are the statuses of
+/// `tcpchat_session_wait_input()` that `next_message` passes on (below).
 ///
 /// The struct is read when the session starts; it need not outlive the call.
 #[repr(C)]
@@ -29,6 +30,23 @@ pub struct tcpchat_chat_callbacks {
     /// (the library copies them before then). Set `*msg` to NULL (and return
     /// 0) to end the session: the library sends the end word. Sending the end
     /// word yourself also ends the session. Non-zero: fail the session.
+    ///
+    /// To notice a peer that leaves while the message is being written (an
+    /// operator typing), call `tcpchat_session_wait_input()` before reading
+    /// it, and return what it returned when that is not
+    /// `TCPCHAT_STATUS_OK`:
+    /// * `TCPCHAT_STATUS_CLOSED` (4) ends the session as the peer's close
+    ///   (`TCPCHAT_SESSION_END_PEER_CLOSED`; `tcpchat_server_serve_chat()`
+    ///   goes on to the next client), not as a callback failure, provided
+    ///   the peer has indeed closed or reset the connection (otherwise:
+    ///   `TCPCHAT_STATUS_CALLBACK`);
+    /// * `TCPCHAT_STATUS_CANCELLED` (10), when the connection was indeed
+    ///   cancelled or its server shut down, ends the session with that
+    ///   status, as a cancel during one of the library's own waits does (a
+    ///   serve loop whose server was shut down returns `TCPCHAT_STATUS_OK`);
+    /// * `TCPCHAT_STATUS_INTERRUPTED` (11) ends it as a signal during one of
+    ///   the library's own waits does (the serve loop returns
+    ///   `TCPCHAT_STATUS_INTERRUPTED`).
     pub next_message: Option<unsafe extern "C" fn(user_data: *mut c_void, msg: *mut *const u8, len: *mut usize) -> c_int>,
     /// Required. A message received from the peer (never the end word, which
     /// ends the session instead). `msg` is owned by the library and valid
@@ -96,6 +114,60 @@ fn peer_cstring(peer: SocketAddr) -> CString {
     CString::new(peer.to_string()).unwrap_or_default()
 }
 
+/// The error of a `next_message` callback that returned `rc` (non-zero):
+/// a status of `tcpchat_session_wait_input()` passed on, when it holds, or
+/// a callback failure.
+fn next_message_failure(rc: c_int) -> Error {
+    const CLOSED: c_int = Status::Closed as c_int;
+    const CANCELLED: c_int = Status::Cancelled as c_int;
+    const INTERRUPTED: c_int = Status::Interrupted as c_int;
+    match rc {
+        CLOSED if session::session_peer_left() => {
+            Error::Closed("next_message: the peer left while it was our turn".into())
+        }
+        CLOSED => Error::Callback(
+            "next_message returned TCPCHAT_STATUS_CLOSED, but the peer has not closed the connection".into(),
+        ),
+        CANCELLED if session::session_cancelled() => Error::Cancelled("next_message: waiting for input".into()),
+        CANCELLED => Error::Callback(
+            "next_message returned TCPCHAT_STATUS_CANCELLED, but the connection was not cancelled".into(),
+        ),
+        INTERRUPTED => Error::Interrupted("next_message: waiting for input".into()),
+        _ => Error::Callback(format!("next_message returned {rc}")),
+    }
+}
+
+/// Inside a chat session's callback (`next_message`, typically): wait until
+/// descriptor `fd` (the program's input, such as `STDIN_FILENO`) is
+/// readable, or the session's peer leaves. For a `next_message` that reads
+/// what to send from somewhere that can take a while (an operator typing):
+/// without it, a peer that leaves meanwhile is only noticed when the next
+/// message goes out into a dead connection.
+///
+/// Returns:
+/// * `TCPCHAT_STATUS_OK`: `fd` is readable (or at its end, or has an error:
+///   the read says which). Read it now; a read of what was already waiting
+///   does not block.
+/// * `TCPCHAT_STATUS_CLOSED`: the peer closed or reset the connection.
+///   Return this status from `next_message`: the session ends as
+///   `TCPCHAT_SESSION_END_PEER_CLOSED` (see `tcpchat_chat_callbacks`).
+/// * `TCPCHAT_STATUS_CANCELLED`: the connection was cancelled or its server
+///   shut down; `TCPCHAT_STATUS_INTERRUPTED`: a signal handler ran during
+///   the wait. Return them from `next_message` too.
+/// * `TCPCHAT_STATUS_INVALID_ARGUMENT`: no session runs on this thread (the
+///   call is not inside a callback of `tcpchat_conn_run_session()` or
+///   `tcpchat_server_serve_chat()`), or `fd` is not an open descriptor.
+///
+/// Data the peer sends out of turn does not end the wait, and there is no
+/// time limit. Only the descriptor is watched: input already in a buffer
+/// of the program's is not seen, so read `fd` with read(2), not through a
+/// `FILE *` whose buffer may already hold the next line (or look there
+/// first). Linux only, as the rest of the library.
+#[no_mangle]
+pub extern "C" fn tcpchat_session_wait_input(fd: i32) -> Status {
+    guard(|| session::wait_for_input(fd))
+}
+
 impl ChatHandler for CallbackHandler {
     fn next_message(&mut self) -> Result<Option<Vec<u8>>> {
         let mut msg: *const u8 = std::ptr::null();
@@ -103,7 +175,7 @@ impl ChatHandler for CallbackHandler {
         // SAFETY: the program supplied the callback and user data for this.
         let rc = unsafe { (self.next)(self.user_data, &mut msg, &mut len) };
         if rc != 0 {
-            return Err(Error::Callback(format!("next_message returned {rc}")));
+            return Err(next_message_failure(rc));
         }
         if msg.is_null() {
             return Ok(None);

@@ -26,7 +26,7 @@ system loader (build it with ``cargo build --release``).
 from __future__ import annotations
 
 from . import _ffi
-from ._callbacks import Address, SessionEnd
+from ._callbacks import Address, SessionEnd, wait_for_input
 from ._config import Config, Framing
 from ._conn import Connection, Role, connect
 from ._errors import (
@@ -114,4 +114,5 @@ __all__ = [
     "library_path",
     "set_log_handler",
     "version",
+    "wait_for_input",
 ]

@@ -6,16 +6,33 @@ Python exception never crosses into C: the wrapper catches it (any
 ``BaseException``, KeyboardInterrupt included), stores it, and returns
 non-zero, so the library ends the session with ``TCPCHAT_STATUS_CALLBACK``;
 the caller then re-raises the stored exception with its original traceback.
+
+Two exceptions of ``next_message`` are handed to the library as its status
+instead, as a C callback passes on what ``tcpchat_session_wait_input()``
+returned: :class:`ClosedError` (the peer left while it was our turn: the
+session ends as ``PEER_CLOSED``) and :class:`CancelledError` (the server
+was shut down: the loop stops). When the library finds them untrue (the
+peer is still there, nothing was cancelled) it fails the session with
+``TCPCHAT_STATUS_CALLBACK`` and the exception is re-raised like any other.
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Protocol, Union
 
 from . import _ffi
-from ._errors import Error, from_status
+from ._errors import (
+    CancelledError,
+    ClosedError,
+    Error,
+    InvalidArgumentError,
+    LocallyClosedError,
+    check,
+    from_status,
+)
+from ._handle import call
 
 #: What ``next_message`` may return: the message, or None to end the session.
 Message = Union[bytes, bytearray, memoryview, str]
@@ -64,6 +81,53 @@ def as_bytes(msg: Message) -> bytes:
     raise TypeError(f"a message must be bytes or str, not {type(msg).__name__}")
 
 
+class HasFileno(Protocol):
+    """A file object, socket, ...: anything with ``fileno()``."""
+
+    def fileno(self) -> int: ...
+
+
+def wait_for_input(source: Union[int, HasFileno]) -> None:
+    """Inside a chat session's ``next_message``: wait until ``source`` (a
+    descriptor such as 0, or an object with ``fileno()``, such as
+    ``sys.stdin``) is readable, or the session's peer leaves.
+
+    For a ``next_message`` that reads what to send from somewhere that can
+    take a while (an operator typing): without it, a peer that leaves
+    meanwhile is only noticed when the next message goes out into a dead
+    connection. Returns when ``source`` is readable (or at its end: the read
+    then says so). Raises :class:`ClosedError` when the peer has closed or
+    reset the connection: let it propagate out of ``next_message`` (or
+    raise it yourself) and the session ends as
+    :attr:`SessionEnd.PEER_CLOSED`, not re-raised; :meth:`Server.serve_chat`
+    goes on to the next client. Data the peer sends out of turn does not
+    end the wait; there is no time limit.
+
+    Only the descriptor is watched: what a Python buffer already holds
+    (``sys.stdin``'s, ``sys.stdin.buffer``'s) is not seen, so read the input
+    with :func:`os.read`, or look in your own buffer before waiting.
+
+    Raises :class:`CancelledError` when the connection is cancelled or its
+    server shut down (propagated out of ``next_message``, it stops the serve
+    loop as :meth:`Server.shutdown` does), and :class:`InvalidArgumentError`
+    when no session runs on this thread (it must be called from a callback
+    of :meth:`Connection.run_session` or :meth:`Server.serve_chat`) or the
+    descriptor is not open. Ctrl-C raises KeyboardInterrupt; a signal
+    handler that returns normally resumes the wait. Releases the GIL while
+    it waits.
+    """
+    if isinstance(source, bool) or not isinstance(source, int):
+        fileno = getattr(source, "fileno", None)
+        if not callable(fileno):
+            raise TypeError(
+                f"wait_for_input needs a descriptor or an object with fileno(), not {type(source).__name__}"
+            )
+        source = fileno()
+    if not isinstance(source, int) or not 0 <= source <= 0x7FFFFFFF:
+        raise InvalidArgumentError(f"wait_for_input: descriptor {source!r} is not valid")
+    check(call(_ffi.tcpchat_session_wait_input, source))
+
+
 NextMessage = Callable[[], Optional[Message]]
 OnMessage = Callable[[bytes], object]
 OnConnect = Callable[[Address], object]
@@ -88,6 +152,10 @@ class ChatCallbacks:
         self._on_end = on_end
         #: The first exception a callback raised, re-raised by raise_pending().
         self.error: Optional[BaseException] = None
+        #: A ClosedError or CancelledError of next_message, handed to the
+        #: library as its status: dropped if the library took it, re-raised
+        #: if it refused it (TCPCHAT_STATUS_CALLBACK).
+        self._handed: Optional[Error] = None
         # The last outgoing message: the library reads it after the callback
         # returns, so it must stay alive until the next callback.
         self._pending: Optional[bytes] = None
@@ -111,6 +179,7 @@ class ChatCallbacks:
         msg_out: "ctypes._Pointer[ctypes.c_char_p]",
         len_out: "ctypes._Pointer[ctypes.c_size_t]",
     ) -> int:
+        self._handed = None  # called again: the library took it
         if self.error is not None:
             return 1
         try:
@@ -126,6 +195,14 @@ class ChatCallbacks:
             msg_out[0] = data
             len_out[0] = len(data)
             return 0
+        except (ClosedError, CancelledError) as e:
+            if isinstance(e, LocallyClosedError):
+                self.error = e
+                return 1
+            # The peer left, or the server is stopping: the library checks
+            # it and ends the session as it would for its own wait.
+            self._handed = e
+            return int(e.status)
         except BaseException as e:  # noqa: B036 - handed back to the caller
             self.error = e
             return 1
@@ -133,6 +210,7 @@ class ChatCallbacks:
     def _c_on_message(
         self, _user_data: Optional[int], msg: "ctypes._Pointer[ctypes.c_uint8]", length: int
     ) -> int:
+        self._handed = None
         if self.error is not None:
             return 1
         try:
@@ -144,6 +222,7 @@ class ChatCallbacks:
             return 1
 
     def _c_on_connect(self, _user_data: Optional[int], peer: Optional[bytes]) -> int:
+        self._handed = None
         if self.error is not None:
             return 1
         try:
@@ -155,6 +234,7 @@ class ChatCallbacks:
             return 1
 
     def _c_on_end(self, _user_data: Optional[int], peer: Optional[bytes], status: int, end: int) -> int:
+        self._take_handed(status)
         if self.error is not None:
             return 1
         try:
@@ -171,8 +251,17 @@ class ChatCallbacks:
             self.error = e
             return 1
 
-    def raise_pending(self) -> None:
-        """Re-raise the exception a callback raised, if any, with its traceback."""
+    def _take_handed(self, status: int) -> None:
+        """The library is done with what next_message handed it: refused
+        (TCPCHAT_STATUS_CALLBACK), it is an error to re-raise."""
+        handed, self._handed = self._handed, None
+        if handed is not None and status == _ffi.TCPCHAT_STATUS_CALLBACK and self.error is None:
+            self.error = handed
+
+    def raise_pending(self, status: int) -> None:
+        """Re-raise the exception a callback raised, if any, with its
+        traceback; ``status`` is what the library call returned."""
+        self._take_handed(status)
         err = self.error
         if err is not None:
             self.error = None

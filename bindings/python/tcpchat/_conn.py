@@ -580,7 +580,7 @@ class Connection:
         finally:
             self._release_send()
             self._release_recv()
-        cbs.raise_pending()
+        cbs.raise_pending(status)
         if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
             signal_checkpoint()  # KeyboardInterrupt, if that is what it was
             raise InterruptedError(message)

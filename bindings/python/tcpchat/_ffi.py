@@ -599,6 +599,11 @@ tcpchat_server_try_accept = _declare(
 )
 
 
+# --- session -----------------------------------------------------------------
+
+# tcpchat_status tcpchat_session_wait_input(int32_t fd);
+tcpchat_session_wait_input = _declare("tcpchat_session_wait_input", tcpchat_status, [c_int32])
+
 # ----------------------------------------------------------------------------
 # Small helpers shared by the public modules
 # ----------------------------------------------------------------------------

@@ -196,7 +196,7 @@ class Server:
                 while True:
                     status = _ffi.tcpchat_server_serve_chat(ptr, ctypes.byref(cbs.struct), True)
                     message = _ffi.last_error_message() if status else ""
-                    cbs.raise_pending()
+                    cbs.raise_pending(status)
                     if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
                         signal_checkpoint()  # KeyboardInterrupt, or go on (PEP 475)
                         if once:
