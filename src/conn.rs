@@ -290,14 +290,14 @@ impl Conn {
     /// [`Error::ConnectionReset`] when the peer resets it.
     pub fn recv(&mut self) -> Result<Option<Vec<u8>>> {
         let r = self.rx.recv();
-        self.after_recv(r)
+        self.after_recv(r, true)
     }
 
     /// Receive the next message and hand it to `f` without copying it; the
     /// slice is only valid during the call. Same results as [`Conn::recv`].
     pub fn recv_with<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
         let r = self.rx.recv_with(f);
-        self.after_recv(r)
+        self.after_recv(r, true)
     }
 
     /// Receive the next message into `buf` and return its length.
@@ -308,7 +308,7 @@ impl Conn {
     /// nothing in the steady state.
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
         let r = self.rx.recv_into(buf);
-        self.after_recv(r)
+        self.after_recv(r, true)
     }
 
     /// Receive up to `max` messages in one call, for throughput: blocks for
@@ -318,16 +318,18 @@ impl Conn {
     /// it refused stays queued).
     pub fn recv_batch(&mut self, max: usize, f: impl FnMut(&[u8]) -> bool) -> Result<usize> {
         let r = self.rx.recv_batch(max, f);
-        self.after_recv(r)
+        self.after_recv(r, true)
     }
 
     /// After a receive: when the peer broke the format, what was queued
     /// before the bad message (the echo service's replies to the good
     /// messages that came with it) still goes out, then the socket is shut.
-    fn after_recv<T>(&mut self, r: Result<T>) -> Result<T> {
+    /// `block`: whether that last flush may wait (not for the `try_*`
+    /// calls, which never wait).
+    fn after_recv<T>(&mut self, r: Result<T>, block: bool) -> Result<T> {
         if let Err(Error::MessageTooLarge { .. } | Error::Protocol(_)) = &r {
             if !self.tx.wbuf.is_empty() {
-                let _ = self.tx.flush_inner(true, false);
+                let _ = self.tx.flush_inner(block, false);
             }
             let _ = self.rx.sh.stream.shutdown(Shutdown::Both);
         }
@@ -410,14 +412,14 @@ impl Conn {
     /// [`Error::WouldBlock`] when no complete message has arrived yet.
     pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
         let r = self.rx.try_recv();
-        self.after_recv(r)
+        self.after_recv(r, false)
     }
 
     /// [`Conn::try_recv`] into a caller's buffer, with the rules of
     /// [`Conn::recv_into`] (a buffer too small leaves the message queued).
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
         let r = self.rx.try_recv_into(buf);
-        self.after_recv(r)
+        self.after_recv(r, false)
     }
 
     /// Send one message without waiting for the peer: it is accepted
@@ -538,8 +540,11 @@ impl RecvHalf {
             Some(at) => {
                 let msg = self.decoder.message(&at);
                 if msg.len() > buf.len() {
+                    let needed = msg.len();
+                    // The message stays queued: the descriptor must say so.
+                    self.sync_poll();
                     return Err(Error::BufferTooSmall {
-                        needed: msg.len(),
+                        needed,
                         capacity: buf.len(),
                     });
                 }

@@ -62,10 +62,12 @@ static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
 
 /// Install `logger` to receive records at `level` and above, replacing any
 /// previous one; `None` (or [`LogLevel::Off`]) turns logging off. Process-wide.
+/// The summary of repeated records (see [`SUMMARY_PERIOD`]) starts afresh.
 pub fn set_logger(level: LogLevel, logger: Option<Logger>) {
     let mut slot = LOGGER.write().unwrap_or_else(|e| e.into_inner());
     let level = if logger.is_some() { level } else { LogLevel::Off };
     *slot = logger;
+    *SITES.lock().unwrap_or_else(|e| e.into_inner()) = None;
     LEVEL.store(level as u8, Ordering::SeqCst);
 }
 
@@ -115,6 +117,10 @@ pub fn dropped_records() -> u64 {
 /// mistake thousands of times a second thus costs the log one line a second.
 pub const SUMMARY_PERIOD: Duration = Duration::from_secs(1);
 
+/// Per call site, when its last record went out and how many were left out
+/// since. Cleared by [`set_logger`]: a new logger starts with a clean slate.
+static SITES: Mutex<Option<HashMap<&'static str, Site>>> = Mutex::new(None);
+
 struct Site {
     since: Instant,
     suppressed: u64,
@@ -123,7 +129,6 @@ struct Site {
 /// Whether a record from `site` may go out now; `Some(n)` with the number
 /// of records from that site left out since the last one.
 pub(crate) fn admit(site: &'static str) -> Option<u64> {
-    static SITES: Mutex<Option<HashMap<&'static str, Site>>> = Mutex::new(None);
     let now = Instant::now();
     let mut sites = SITES.lock().unwrap_or_else(|e| e.into_inner());
     let map = sites.get_or_insert_with(HashMap::new);
@@ -169,8 +174,27 @@ pub fn log(level: LogLevel, msg: &str) {
     }
     let logger = LOGGER.read().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(logger) = logger {
+        // Marked, so that a C or Python log callback calling back into the
+        // connection whose call is logging is refused, not deadlocked.
+        IN_LOGGER.with(|f| f.set(f.get() + 1));
+        struct Unmark;
+        impl Drop for Unmark {
+            fn drop(&mut self) {
+                IN_LOGGER.with(|f| f.set(f.get() - 1));
+            }
+        }
+        let _unmark = Unmark;
         logger(level, msg);
     }
+}
+
+thread_local! {
+    static IN_LOGGER: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether the calling thread is inside a logger call (a log callback).
+pub(crate) fn in_logger() -> bool {
+    IN_LOGGER.with(|f| f.get() > 0)
 }
 
 macro_rules! log_at {

@@ -396,6 +396,11 @@ pub(crate) fn peer_hung_up(socket: RawFd) -> bool {
 /// or broken. Never blocks, and never raises SIGPIPE: the signal is blocked
 /// in this thread around the write and a pending one is taken back.
 pub(crate) fn write_stderr_now(line: &[u8]) -> bool {
+    // One writer at a time, from the poll to the end of the write: two
+    // threads could both see room for one record and the second write would
+    // then wait for a reader. Held only for a write that does not wait.
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = WRITING.lock().unwrap_or_else(|e| e.into_inner());
     let mut p = libc::pollfd {
         fd: libc::STDERR_FILENO,
         events: libc::POLLOUT,

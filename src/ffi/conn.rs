@@ -182,7 +182,7 @@ impl tcpchat_conn {
     /// of a call running on this connection.
     fn close(&self) -> Result<()> {
         let me = this_thread();
-        if self.rx.held_by(me) || self.tx.held_by(me) {
+        if self.rx.held_by(me) || self.tx.held_by(me) || crate::log::in_logger() {
             return Err(reentrant());
         }
         if self.closed.swap(true, Ordering::SeqCst) {
@@ -193,9 +193,11 @@ impl tcpchat_conn {
         let rx = self.rx.take_for_close();
         let tx = self.tx.take_for_close();
         match (rx, tx) {
-            (Some(rx), Some(tx)) => {
-                // No call is left: the close itself may wait for the peer.
+            (Some(rx), Some(mut tx)) => {
+                // No call is left: the close itself may wait for the peer,
+                // and its final flush gets the write timeout set last.
                 self.cancel.end_closing();
+                tx.set_write_timeout(self.write_timeout())?;
                 rx.reunite(tx)?.close()
             }
             _ => Ok(()),
@@ -210,6 +212,16 @@ fn remaining(timeout: Option<Duration>, waited: Option<Instant>) -> Option<Durat
         (Some(t), Some(since)) => Some(t.saturating_sub(since.elapsed()).max(Duration::from_millis(1))),
         (t, _) => t,
     }
+}
+
+/// Refuse an element count whose array could not exist (more than
+/// `isize::MAX` bytes), before a slice of it is made.
+fn arg_count<T>(count: usize, what: &str) -> Result<()> {
+    let fits = matches!(count.checked_mul(std::mem::size_of::<T>()), Some(b) if b <= isize::MAX as usize);
+    if !fits {
+        return Err(Error::invalid(format!("{what} {count} is too large")));
+    }
+    Ok(())
 }
 
 fn ms_of(t: Option<Duration>) -> u64 {
@@ -282,7 +294,7 @@ impl<T> Side<T> {
 
     #[inline]
     fn try_take(&self, me: usize) -> bool {
-        self.holder.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+        self.holder.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     /// Wake the calls waiting for this side (a cancel or a close came, or
@@ -337,7 +349,10 @@ impl<T> Side<T> {
         named: bool,
     ) -> Result<Held<'_, T>> {
         let me = this_thread();
-        if self.held_by(me) {
+        if self.held_by(me) || crate::log::in_logger() {
+            // A session callback, or a log callback that runs inside a call
+            // on this connection (which may hold this side under ANONYMOUS):
+            // waiting would wait for ourselves.
             return Err(reentrant());
         }
         let token = if named { me } else { ANONYMOUS };
@@ -544,6 +559,7 @@ pub unsafe extern "C" fn tcpchat_conn_send_many(
         } else {
             arg_nonnull(msgs, "msgs")?;
             arg_nonnull(lens, "lens")?;
+            arg_count::<usize>(count, "count")?;
             (std::slice::from_raw_parts(msgs, count), std::slice::from_raw_parts(lens, count))
         };
         // Check every message first (nothing allocated on the way: the
@@ -590,6 +606,7 @@ pub unsafe extern "C" fn tcpchat_conn_send_packed(
             &[]
         } else {
             arg_nonnull(lens, "lens")?;
+            arg_count::<usize>(count, "count")?;
             std::slice::from_raw_parts(lens, count)
         };
         let total = lens.iter().try_fold(0usize, |a, &n| a.checked_add(n));
@@ -711,6 +728,7 @@ pub unsafe extern "C" fn tcpchat_conn_recv_many(
             return Err(Error::invalid("max_msgs must be at least 1"));
         }
         arg_nonnull(lens, "lens")?;
+        arg_count::<usize>(max_msgs, "max_msgs")?;
         let lens = std::slice::from_raw_parts_mut(lens, max_msgs);
         let buf = arg_bytes_mut(buf, cap, "buf")?;
         let mut used = 0usize;
@@ -862,6 +880,10 @@ pub unsafe extern "C" fn tcpchat_conn_run_session(
         let (r, t) = whole.split();
         rx.put(r);
         tx.put(t);
+        // The session set its own timeouts on the halves: the next call sets
+        // the program's again.
+        handle.rx_applied_ms.store(u64::MAX, Ordering::Relaxed);
+        handle.tx_applied_ms.store(u64::MAX, Ordering::Relaxed);
         let end = end?;
         write_out(out_end, end);
         Ok(())
@@ -920,7 +942,8 @@ pub unsafe extern "C" fn tcpchat_conn_free(conn: *mut tcpchat_conn) {
 /// until more arrives. Poll it for reading only (never for writing).
 ///
 /// The descriptor belongs to the connection: never close it yourself; it is
-/// closed with the connection (free), after which it must not be polled.
+/// closed when the connection is closed (`tcpchat_conn_close()` or
+/// `tcpchat_conn_free()`): take it out of your event loop before either.
 #[no_mangle]
 pub unsafe extern "C" fn tcpchat_conn_fd(conn: *mut tcpchat_conn, out_fd: *mut i32) -> Status {
     guard(|| {

@@ -204,6 +204,7 @@ class Connection:
         # waiting for another thread's call: restored when it returns.
         self._restore_read = False
         self._restore_write = False
+        self._session_thread: Optional[int] = None
         self._buf: Optional[ctypes.Array[ctypes.c_uint8]] = None
         self._cap = 0
         self._n = ctypes.c_size_t(0)
@@ -217,6 +218,11 @@ class Connection:
         same side for at most ``timeout`` seconds (None = for ever)."""
         if lock.acquire(False):
             return
+        if self._session_thread == threading.get_ident():
+            raise InvalidArgumentError(
+                "a Connection method was called on a connection from a callback of its own "
+                "chat session; return from the callback first"
+            )
         started = time.monotonic()
         if not lock.acquire(True, -1 if timeout is None else timeout):
             raise TimeoutError(
@@ -261,9 +267,13 @@ class Connection:
         except ClosedError:
             pass
 
-    @staticmethod
-    def _acquire_now(lock: threading.Lock, what: str) -> None:
+    def _acquire_now(self, lock: threading.Lock, what: str) -> None:
         if not lock.acquire(False):
+            if self._session_thread == threading.get_ident():
+                raise InvalidArgumentError(
+                    "a Connection method was called on a connection from a callback of its own "
+                    "chat session; return from the callback first"
+                )
             raise WouldBlockError(f"another thread is {what} on this connection")
 
     # ----- settings -------------------------------------------------------
@@ -590,12 +600,17 @@ class Connection:
 
     def _run_session(self, r: Role, cbs: ChatCallbacks, end: "ctypes.c_int") -> "tuple[int, str]":
         with self._handle as ptr:
+            # While the session runs, its callbacks run on this thread: a
+            # call they make on this connection is refused, as in C, instead
+            # of waiting for the locks this thread holds.
+            self._session_thread = threading.get_ident()
             try:
                 status = _ffi.tcpchat_conn_run_session(
                     ptr, r.value, ctypes.byref(cbs.struct), ctypes.byref(end)
                 )
                 message = _ffi.last_error_message() if status else ""
             finally:
+                self._session_thread = None
                 cbs.release()
         return status, message
 
@@ -632,12 +647,22 @@ class Connection:
         """
         if self._handle.closed:
             return
+        if self._session_thread == threading.get_ident():
+            raise InvalidArgumentError(
+                "close() was called from a callback of this connection's own chat session; "
+                "return from the callback first (the connection stays open)"
+            )
+        status = _ffi.TCPCHAT_STATUS_INTERNAL
+        message = ""
         try:
             with self._handle as ptr:
                 status = _ffi.tcpchat_conn_close(ptr)
                 message = _ffi.last_error_message() if status else ""
         finally:
-            self._handle.close()
+            # Refused (called back from inside a call on this connection):
+            # the connection stays open, as in C.
+            if status != _ffi.TCPCHAT_STATUS_INVALID_ARGUMENT:
+                self._handle.close()
         if status == _ffi.TCPCHAT_STATUS_INTERRUPTED:
             signal_checkpoint()
         if status not in (_ffi.TCPCHAT_STATUS_OK, _ffi.TCPCHAT_STATUS_CLOSED, _ffi.TCPCHAT_STATUS_LOCALLY_CLOSED):
