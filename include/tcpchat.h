@@ -981,7 +981,8 @@ void tcpchat_conn_free(tcpchat_conn *conn);
  * until more arrives. Poll it for reading only (never for writing).
  *
  * The descriptor belongs to the connection: never close it yourself; it is
- * closed with the connection (free), after which it must not be polled.
+ * closed when the connection is closed (`tcpchat_conn_close()` or
+ * `tcpchat_conn_free()`): take it out of your event loop before either.
  */
 tcpchat_status tcpchat_conn_fd(tcpchat_conn *conn, int32_t *out_fd);
 
