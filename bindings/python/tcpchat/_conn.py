@@ -139,7 +139,8 @@ def connect(
 
 
 class Connection:
-    """One framed TCP connection, from :func:`connect` or :meth:`Server.accept`.
+    """One framed TCP connection, from :func:`connect` or :meth:`Server.accept`
+    (not made by calling ``Connection()``, which raises ``TypeError``).
 
     Messages are ``bytes`` (``str`` is accepted on send and encoded as
     UTF-8). ``recv()`` returns ``None`` when the peer has closed and every
@@ -164,7 +165,7 @@ class Connection:
                 print(msg.decode())
         threading.Thread(target=printer, daemon=True).start()
         for line in sys.stdin:        # the main thread only sends
-            conn.send(line.rstrip("\n"))
+            conn.send(line.rstrip("\\n"))
         conn.shutdown_write()
 
     Two receives at once (or two sends) are served one after the other; the
@@ -285,6 +286,7 @@ class Connection:
 
     @property
     def framing(self) -> Framing:
+        """How messages are delimited on the wire (``LINE``, ``FRAME`` or ``RAW``)."""
         return self._config.framing
 
     @property
