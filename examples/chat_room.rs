@@ -25,11 +25,12 @@ use std::time::Duration;
 use common::eprintln_safe;
 
 use tcpchat::log::{set_logger, stderr_logger};
-use tcpchat::{Config, Error, LogLevel, Room, RoomEvent};
+use tcpchat::{Config, Error, LogLevel, MemberRate, Room, RoomEvent};
 
 const USAGE: &str = "usage: chat_room [--host HOST] [--port PORT] [--max-clients N]
                  [--allow RANGES] [--deny RANGES]
                  [--idle-timeout SECS] [--max-per-address N] [--max-message-size BYTES]
+                 [--line-rate N]
   --host HOST               address to listen on (default 127.0.0.1)
   --port PORT               port to listen on; 0 picks a free one (default 8080)
   --max-clients N           clients in the room at once; one more is told the room is full (default 1024)
@@ -38,6 +39,7 @@ const USAGE: &str = "usage: chat_room [--host HOST] [--port PORT] [--max-clients
   --idle-timeout SECS       close a client silent this long; 0 = never (default 300)
   --max-per-address N       connections one address may have open at once; 0 = no limit (default)
   --max-message-size BYTES  the longest line accepted (default 1048576)
+  --line-rate N             lines a second each member may send, in bursts of 10 N; 0 = no rate (default 50)
 The transcript (NAME: TEXT) goes to stdout through a queue of at most 1000 lines
 and 1 MiB; lines stdout cannot take in time are dropped and counted (`* N lines
 not shown`). Logs go to stderr.";
@@ -142,7 +144,7 @@ fn main() {
         USAGE,
         &[
             "--host", "--port", "--max-clients", "--allow", "--deny",
-            "--idle-timeout", "--max-per-address", "--max-message-size",
+            "--idle-timeout", "--max-per-address", "--max-message-size", "--line-rate",
         ],
     );
 
@@ -156,6 +158,17 @@ fn main() {
     let room =
         Room::bind(&flags.host, flags.port, config).unwrap_or_else(|e| common::die("chat_room", e));
     // The first line on stderr, with the real port: scripts and tests read it.
+    if let Some(n) = flags.line_rate {
+        let rate = match n {
+            0 => MemberRate::unlimited(),
+            n => MemberRate {
+                lines_per_second: n,
+                line_burst: n.saturating_mul(10),
+                ..MemberRate::default()
+            },
+        };
+        room.set_rate(rate).unwrap_or_else(|e| common::die("chat_room", e));
+    }
     eprintln_safe!("listening on {}", room.local_addr());
     flags.warn_if_open(room.local_addr());
     set_logger(LogLevel::Info, Some(stderr_logger()));

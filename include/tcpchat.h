@@ -199,6 +199,12 @@ typedef enum {
      * The room shut down.
      */
     TCPCHAT_LEAVE_REASON_SHUTDOWN = 6,
+    /**
+     * It stayed over its rate (Rust `MemberRate`, C
+     * `tcpchat_room_set_rate()`), never catching up, for the flood timeout,
+     * and got `error: excess flood`.
+     */
+    TCPCHAT_LEAVE_REASON_FLOOD = 7,
 } tcpchat_leave_reason;
 
 /**
@@ -290,6 +296,7 @@ typedef struct tcpchat_conn tcpchat_conn;
  *
  * Methods: `tcpchat_room_bind`, `tcpchat_room_local_addr`,
  * `tcpchat_room_local_port`, `tcpchat_room_set_callback`,
+ * `tcpchat_room_set_rate`, `tcpchat_room_set_raw_text`,
  * `tcpchat_room_run`, `tcpchat_room_start`, `tcpchat_room_post`,
  * `tcpchat_room_shutdown`, `tcpchat_room_get_stats`, `tcpchat_room_free`.
  */
@@ -497,7 +504,8 @@ typedef struct {
      */
     uint64_t messages;
     /**
-     * Members dropped by the room: too slow to read, idle, or a line too long.
+     * Members dropped by the room: too slow to read, an unfinished line for
+     * too long, a line too long, or flooding.
      */
     uint64_t dropped;
     /**
@@ -1098,6 +1106,26 @@ tcpchat_status tcpchat_room_post(const tcpchat_room *room, const char *text);
  * Any thread, any time; it applies to the lines that arrive from then on.
  */
 tcpchat_status tcpchat_room_set_raw_text(const tcpchat_room *room, bool raw);
+
+/**
+ * Set how fast each member may send, before the room runs: at most
+ * `lines_per_second` lines (commands included) a second with bursts of
+ * `line_burst`, and `bytes_per_second` bytes a second with bursts of
+ * `byte_burst` (a rate of 0 turns that limit off). A member over its rate
+ * is not read from (its data waits in the kernel) until it is within it
+ * again; one that stays over its rate, never catching up, for
+ * `flood_timeout_ms` milliseconds (0 = never) gets `error: excess flood`
+ * and is closed (leave reason `TCPCHAT_LEAVE_REASON_FLOOD`). The defaults,
+ * without this call: 50 lines/s, bursts of 500, 32768 bytes/s, bursts of
+ * 65536, 10000 ms: generous for people and ordinary bots, and what keeps
+ * a reader that keeps up with them from being dropped as too slow because
+ * another member floods.
+ *
+ * Errors: `TCPCHAT_STATUS_INVALID_ARGUMENT` for a burst of 0 with a
+ * non-zero rate, or while the room is running; `TCPCHAT_STATUS_CANCELLED`
+ * after it has shut down.
+ */
+tcpchat_status tcpchat_room_set_rate(const tcpchat_room *room, uint32_t lines_per_second, uint32_t line_burst, uint64_t bytes_per_second, uint64_t byte_burst, uint64_t flood_timeout_ms);
 
 /**
  * Shut the room down, from any thread: every client gets a closing line

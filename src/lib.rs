@@ -58,7 +58,7 @@ pub use conn::{Conn, RecvHalf, SendHalf};
 pub use echo::EchoStats;
 pub use error::{Error, Result, Status};
 pub use log::LogLevel;
-pub use room::{LeaveReason, Room, RoomConfig, RoomEvent, RoomHandle, RoomStats};
+pub use room::{LeaveReason, MemberRate, Room, RoomConfig, RoomEvent, RoomHandle, RoomStats};
 pub use server::{Server, ShutdownHandle};
 pub use session::{handler, run_session, ChatHandler, Role, SessionEnd};
 pub use sys::Canceller;

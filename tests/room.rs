@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tcpchat::{Config, Error, LeaveReason, Room, RoomConfig, RoomEvent, Status};
+use tcpchat::{Config, Error, LeaveReason, MemberRate, Room, RoomConfig, RoomEvent, Status};
 
 /// The longest any single wait may take.
 mod common;
@@ -231,7 +231,10 @@ fn the_access_rules_close_refused_peers_without_a_byte() {
 fn a_stalled_reader_is_dropped_without_delaying_the_others() {
     const BATCH: usize = 100;
     const MAX_LINES: usize = 50_000;
-    let config = RoomConfig::from(Config::default()).with_queue_limit(64 * 1024);
+    // The sender goes as fast as it can: no rate (a test of the queue limit).
+    let config = RoomConfig::from(Config::default())
+        .with_queue_limit(64 * 1024)
+        .with_rate(MemberRate::unlimited());
     let (room, rx) = observed_room(config);
     let mut p = members(room.local_addr(), 2);
     // Joins last, never reads, sends nothing; a small receive buffer keeps
@@ -809,4 +812,148 @@ fn a_line_that_would_be_relayed_over_a_mebibyte_is_refused_and_its_sender_stays(
     p[1].expect(&format!("{long_name}: still here"));
     // Posts obey the same bound.
     assert!(room.post(&"\u{1b}".repeat(MIB / 2)).is_err());
+}
+
+/// A room of `n` members who have each read their welcome (nothing else).
+fn crowd(addr: SocketAddr, n: usize) -> Vec<Peer> {
+    (0..n).map(|_| Peer::join(addr)).collect()
+}
+
+/// One member writes 256 KiB of two-byte lines in one write into a room of
+/// 200: a new client is welcomed, another member's line gets through, and
+/// shutdown stops the room, each within a couple of seconds (with the
+/// default rate, and with no rate at all, where only the fair rounds stand
+/// between the flood and the others).
+#[test]
+fn a_burst_of_tiny_lines_does_not_freeze_the_room() {
+    for rate in [MemberRate::default(), MemberRate::unlimited()] {
+        let config = RoomConfig::from(
+            Config::default().with_close_timeout(Duration::from_millis(300)),
+        )
+        .with_rate(rate);
+        let room = room(config);
+        let addr = room.local_addr();
+        let mut peers = crowd(addr, 200);
+        let mut flooder = Peer::join_raw(addr);
+        let flood = b"a\n".repeat(128 * 1024);
+        let flood_name = flooder.name.clone();
+        let writer = thread::spawn(move || {
+            flooder.send_bytes(&flood);
+            flooder
+        });
+        // The flood is under way once a member sees its first line.
+        peers[0].wait_for(&format!("{flood_name}: a"));
+        let started = Instant::now();
+        let newcomer = Peer::join_within(addr, Duration::from_secs(2));
+        let welcomed = started.elapsed();
+        let talker_name = peers[1].name.clone();
+        peers[1].send("is anyone there?");
+        if rate != MemberRate::unlimited() {
+            // With no rate the readers here, who do not read the flood, are
+            // rightly dropped as too slow: only the welcome is checked.
+            let want = format!("{talker_name}: is anyone there?");
+            let mut reader = peers.pop().unwrap();
+            reader.set_read_timeout(Duration::from_secs(3));
+            reader.wait_for(&want);
+        }
+        let heard = started.elapsed();
+        let stopping = Instant::now();
+        room.shutdown();
+        let stopped = stopping.elapsed();
+        drop(writer.join());
+        drop(newcomer);
+        assert!(welcomed < Duration::from_secs(2), "{rate:?}: welcomed after {welcomed:?}");
+        assert!(heard < Duration::from_secs(3), "{rate:?}: a line took {heard:?}");
+        assert!(stopped < Duration::from_secs(3), "{rate:?}: shutdown took {stopped:?}");
+    }
+}
+
+/// One member floods while 20 others read as fast as they can: no reader
+/// is dropped, the flooder is throttled (most of its lines never leave the
+/// kernel), and, over its rate for the flood timeout, it is dropped with
+/// `error: excess flood`.
+#[test]
+fn a_flooder_is_throttled_then_dropped_and_no_reader_is() {
+    let rate = MemberRate {
+        flood_timeout: Duration::from_secs(1),
+        ..MemberRate::default()
+    };
+    let (room, rx) = observed_room(RoomConfig::from(Config::default()).with_rate(rate));
+    let addr = room.local_addr();
+    let mut readers = crowd(addr, 20);
+    let mut flooder = Peer::join_raw(addr);
+    let flood_name = flooder.name.clone();
+    for r in readers.iter_mut() {
+        r.wait_for(&format!("* {flood_name} joined"));
+    }
+    let line = format!("{} flood\n", "x".repeat(90));
+    let flood = line.repeat(10_000); // about 1 MB, far over the rate
+    flooder.send_bytes(flood.as_bytes());
+    let lines = flooder.until_eof();
+    assert_eq!(lines.last().map(String::as_str), Some("error: excess flood"), "{lines:?}");
+    let dropped = format!("* {flood_name} was dropped (excess flood)");
+    let readers: Vec<_> = readers
+        .into_iter()
+        .map(|mut r| {
+            let dropped = dropped.clone();
+            thread::spawn(move || {
+                let mut flood_lines = 0;
+                loop {
+                    let l = r.line();
+                    if l == dropped {
+                        return (flood_lines, r);
+                    }
+                    assert!(!l.contains("too slow"), "{}: {l}", r.name);
+                    flood_lines += 1;
+                }
+            })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for r in readers {
+        let (relayed, r) = r.join().unwrap();
+        kept.push(r);
+        // The burst and about a second at the rate, never the 10,000.
+        assert!((500..=700).contains(&relayed), "{relayed} lines relayed");
+    }
+    let leaves: Vec<LeaveReason> = rx
+        .try_iter()
+        .filter_map(|e| match e {
+            RoomEvent::Leave { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(leaves, vec![LeaveReason::Flood]);
+    assert_eq!(room.stats().dropped, 1);
+    assert_eq!(room.stats().online, 20);
+}
+
+/// `/who` counts against the same rate: 10,000 of them in one write get a
+/// bounded number of answers, and another member's line arrives promptly.
+#[test]
+fn who_spam_is_throttled() {
+    let room = room(Config::default().with_close_timeout(Duration::from_millis(300)));
+    let addr = room.local_addr();
+    let mut peers = crowd(addr, 50);
+    let mut spammer = Peer::join_raw(addr);
+    spammer.send_bytes(&b"/who\n".repeat(10_000));
+    let started = Instant::now();
+    spammer.wait_for("* 51 online: guest1, guest2, guest3, guest4, guest5, guest6, guest7, guest8, guest9, guest10, guest11, guest12, guest13, guest14, guest15, guest16, guest17, guest18, guest19, guest20, guest21, guest22, guest23, guest24, guest25, guest26, guest27, guest28, guest29, guest30, guest31, guest32, guest33, guest34, guest35, guest36, guest37, guest38, guest39, guest40, guest41, guest42, guest43, guest44, guest45, guest46, guest47, guest48, guest49, guest50, guest51");
+    let talker = peers[0].name.clone();
+    peers[0].send("hello through the spam");
+    let mut reader = peers.pop().unwrap();
+    reader.wait_for(&format!("* {} joined", spammer.name));
+    reader.expect(&format!("{talker}: hello through the spam"));
+    let heard = started.elapsed();
+    room.shutdown();
+    let elapsed = started.elapsed();
+    let answers = 1 + spammer
+        .until_eof()
+        .iter()
+        .filter(|l| l.starts_with("* 51 online"))
+        .count();
+    assert!(heard < Duration::from_secs(2), "the line took {heard:?}");
+    let bound = 500.0 + 60.0 * elapsed.as_secs_f64();
+    assert!((answers as f64) <= bound, "{answers} answers in {elapsed:?}");
+    assert!(answers < 10_000);
 }

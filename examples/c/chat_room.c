@@ -38,6 +38,7 @@ static const char USAGE[] =
     "usage: chat_room [--host HOST] [--port PORT] [--max-clients N]\n"
     "                 [--allow RANGES] [--deny RANGES]\n"
     "                 [--idle-timeout SECS] [--max-per-address N] [--max-message-size BYTES]\n"
+    "                 [--line-rate N]\n"
     "  --host HOST               address to listen on (default 127.0.0.1)\n"
     "  --port PORT               port to listen on; 0 picks a free one (default 8080)\n"
     "  --max-clients N           clients in the room at once; one more is told the room is full (default 1024)\n"
@@ -46,6 +47,7 @@ static const char USAGE[] =
     "  --idle-timeout SECS       close a client silent this long; 0 = never (default 300)\n"
     "  --max-per-address N       connections one address may have open at once; 0 = no limit (default)\n"
     "  --max-message-size BYTES  the longest line accepted (default 1048576)\n"
+    "  --line-rate N             lines a second each member may send, in bursts of 10 N; 0 = no rate (default 50)\n"
     "The transcript (NAME: TEXT) goes to stdout through a queue of at most 1000 lines\n"
     "and 1 MiB; lines stdout cannot take in time are dropped and counted (`* N lines\n"
     "not shown`). Logs go to stderr.";
@@ -206,7 +208,7 @@ static void raise_fd_limit(void)
 
 int main(int argc, char **argv)
 {
-    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_MAX_CLIENTS | FLAG_ACCESS | FLAG_LIMITS | FLAG_NO_FRAMING);
+    struct flags flags = parse_flags(argc, argv, USAGE, FLAG_MAX_CLIENTS | FLAG_ACCESS | FLAG_LIMITS | FLAG_NO_FRAMING | FLAG_LINE_RATE);
 
     /* Block SIGINT and SIGTERM before any thread starts, so every thread
      * (the library's too) inherits the mask and the signals wait for sigwait
@@ -228,6 +230,13 @@ int main(int argc, char **argv)
     if (tcpchat_room_bind(flags.host, flags.port, config, 0, &room) != TCPCHAT_STATUS_OK)
         die("chat_room");
     tcpchat_config_free(config);
+    if (flags.line_rate == 0 &&
+        tcpchat_room_set_rate(room, 0, 0, 0, 0, 0) != TCPCHAT_STATUS_OK)
+        die("chat_room");
+    if (flags.line_rate > 0 &&
+        tcpchat_room_set_rate(room, (uint32_t)flags.line_rate, (uint32_t)(flags.line_rate * 10),
+                              32 * 1024, 64 * 1024, 10000) != TCPCHAT_STATUS_OK)
+        die("chat_room");
 
     /* The first line on stderr, with the real port: scripts and tests read it. */
     char addr[TCPCHAT_ADDR_MAX];

@@ -62,7 +62,7 @@ static char *allow_list, *deny_list;
 
 struct flags parse_flags(int argc, char **argv, const char *usage, unsigned optional)
 {
-    struct flags f = {"127.0.0.1", 8080, TCPCHAT_FRAMING_LINE, false, 0, NULL, NULL, -1, -1, -1};
+    struct flags f = {"127.0.0.1", 8080, TCPCHAT_FRAMING_LINE, false, 0, NULL, NULL, -1, -1, -1, -1};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -85,7 +85,8 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
             !(IS("--max-clients") && (optional & FLAG_MAX_CLIENTS)) &&
             !((IS("--allow") || IS("--deny")) && (optional & FLAG_ACCESS)) &&
             !((IS("--idle-timeout") || IS("--max-per-address") || IS("--max-message-size")) &&
-              (optional & FLAG_LIMITS)))
+              (optional & FLAG_LIMITS)) &&
+            !(IS("--line-rate") && (optional & FLAG_LINE_RATE)))
             bad_usage(usage, "unknown flag \"%s\"", arg);
         if (!value) {
             if (i + 1 >= argc)
@@ -112,7 +113,8 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
             f.allow = append_ranges(&allow_list, f.allow, value);
         } else if (IS("--deny")) {
             f.deny = append_ranges(&deny_list, f.deny, value);
-        } else if (IS("--idle-timeout") || IS("--max-per-address") || IS("--max-message-size")) {
+        } else if (IS("--idle-timeout") || IS("--max-per-address") || IS("--max-message-size") ||
+                   IS("--line-rate")) {
             if (!parse_number(value, 4294967295UL, &num))
                 bad_usage(usage, "%.*s: expected a whole number from 0 to 4294967295, got \"%s\"",
                           (int)n, arg, value);
@@ -120,6 +122,8 @@ struct flags parse_flags(int argc, char **argv, const char *usage, unsigned opti
                 f.idle_timeout = (int64_t)num;
             else if (IS("--max-per-address"))
                 f.max_per_address = (int64_t)num;
+            else if (IS("--line-rate"))
+                f.line_rate = (int64_t)num;
             else
                 f.max_message_size = (int64_t)num;
         } else { /* --max-clients */

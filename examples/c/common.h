@@ -26,6 +26,7 @@ struct flags {
     int64_t idle_timeout;     /* --idle-timeout SECS (0 = none) */
     int64_t max_per_address;  /* --max-per-address N (0 = no limit) */
     int64_t max_message_size; /* --max-message-size BYTES */
+    int64_t line_rate;        /* --line-rate N (chat_room; 0 = no rate) */
 };
 
 /*
@@ -34,7 +35,8 @@ struct flags {
  * --max-per-address and --max-message-size; FLAG_NO_FRAMING refuses
  * --framing (the chat room speaks lines only).
  */
-enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2, FLAG_ACCESS = 4, FLAG_NO_FRAMING = 8, FLAG_LIMITS = 16 };
+enum { FLAG_ONCE = 1, FLAG_MAX_CLIENTS = 2, FLAG_ACCESS = 4, FLAG_NO_FRAMING = 8, FLAG_LIMITS = 16,
+       FLAG_LINE_RATE = 32 /* --line-rate N (lines a second per room member) */ };
 
 /*
  * Parse argv (`--flag value` or `--flag=value`). `--help` prints `usage` on

@@ -83,6 +83,8 @@ pub struct Flags {
     pub max_per_address: Option<usize>,
     /// `--max-message-size BYTES` (not given: the library's default, 1 MiB).
     pub max_message_size: Option<usize>,
+    /// `--line-rate N` (chat_room: lines a second per member; 0 = no rate).
+    pub line_rate: Option<u32>,
     usage: &'static str,
 }
 
@@ -138,6 +140,7 @@ pub fn parse_flags(usage: &'static str, allowed: &[&str]) -> Flags {
         idle_timeout: None,
         max_per_address: None,
         max_message_size: None,
+        line_rate: None,
         usage,
     };
     let mut args = std::env::args().skip(1);
@@ -186,6 +189,7 @@ pub fn parse_flags(usage: &'static str, allowed: &[&str]) -> Flags {
             "--idle-timeout" => flags.idle_timeout = Some(number()),
             "--max-per-address" => flags.max_per_address = Some(number() as usize),
             "--max-message-size" => flags.max_message_size = Some(number() as usize),
+            "--line-rate" => flags.line_rate = Some(number() as u32),
             "--allow" | "--deny" => {
                 let ranges = tcpchat::access::parse_list(&value).unwrap_or_else(|e| bad_usage(usage, &e.to_string()));
                 if name == "--allow" { &mut flags.allow } else { &mut flags.deny }.extend(ranges);

@@ -25,9 +25,9 @@ import os
 import signal
 import sys
 import threading
-from typing import Deque, Optional
+from typing import Any, Deque, Dict, Optional
 
-from _common import die, eprint, parser, printable, server_config, stderr_logger, tcpchat, warn_if_open
+from _common import _whole_number, die, eprint, parser, printable, server_config, stderr_logger, tcpchat, warn_if_open
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -143,6 +143,9 @@ def main() -> int:
         max_clients_help="clients in the room at once; one more is told the room is full"
         " (default 1024)",
     )
+    flags.add_argument("--line-rate", type=_whole_number, metavar="N", default=None,
+                       help="lines a second each member may send, in bursts of 10 N; 0 = no rate"
+                       " (default 50)")
     flags.epilog = EPILOG
     flags.formatter_class = argparse.RawDescriptionHelpFormatter  # the epilog as written, as in Rust and C
     args = flags.parse_args()
@@ -155,7 +158,12 @@ def main() -> int:
     raise_fd_limit()
 
     try:
-        room = tcpchat.Room(args.host, args.port, config=config)
+        rate: Dict[str, Any] = {}
+        if args.line_rate == 0:
+            rate = {"lines_per_second": 0, "bytes_per_second": 0, "flood_timeout": None}
+        elif args.line_rate is not None:
+            rate = {"lines_per_second": args.line_rate, "line_burst": 10 * args.line_rate}
+        room = tcpchat.Room(args.host, args.port, config=config, **rate)
     except tcpchat.Error as e:
         die("chat_room", e)
     # The first line on stderr, with the real port: scripts and tests read it.

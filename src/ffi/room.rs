@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::Status;
-use crate::room::{LeaveReason, Room, RoomConfig, RoomEvent, RoomStats};
+use crate::room::{LeaveReason, MemberRate, Room, RoomConfig, RoomEvent, RoomStats};
 
 use super::boundary::{arg_nonnull, arg_port, arg_str, guard, guard_value, write_out, write_string};
 use super::config::tcpchat_config;
@@ -28,6 +28,7 @@ use super::handles::{arc_free, arc_from_c, arc_into_c};
 ///
 /// Methods: `tcpchat_room_bind`, `tcpchat_room_local_addr`,
 /// `tcpchat_room_local_port`, `tcpchat_room_set_callback`,
+/// `tcpchat_room_set_rate`, `tcpchat_room_set_raw_text`,
 /// `tcpchat_room_run`, `tcpchat_room_start`, `tcpchat_room_post`,
 /// `tcpchat_room_shutdown`, `tcpchat_room_get_stats`, `tcpchat_room_free`.
 pub struct tcpchat_room {
@@ -317,6 +318,47 @@ pub unsafe extern "C" fn tcpchat_room_set_raw_text(room: *const tcpchat_room, ra
         let r = arc_from_c(room, "room")?;
         r.room.set_raw_text(raw);
         Ok(())
+    })
+}
+
+/// Set how fast each member may send, before the room runs: at most
+/// `lines_per_second` lines (commands included) a second with bursts of
+/// `line_burst`, and `bytes_per_second` bytes a second with bursts of
+/// `byte_burst` (a rate of 0 turns that limit off). A member over its rate
+/// is not read from (its data waits in the kernel) until it is within it
+/// again; one that stays over its rate, never catching up, for
+/// `flood_timeout_ms` milliseconds (0 = never) gets `error: excess flood`
+/// and is closed (leave reason `TCPCHAT_LEAVE_REASON_FLOOD`). The defaults,
+/// without this call: 50 lines/s, bursts of 500, 32768 bytes/s, bursts of
+/// 65536, 10000 ms: generous for people and ordinary bots, and what keeps
+/// a reader that keeps up with them from being dropped as too slow because
+/// another member floods.
+///
+/// Errors: `TCPCHAT_STATUS_INVALID_ARGUMENT` for a burst of 0 with a
+/// non-zero rate, or while the room is running; `TCPCHAT_STATUS_CANCELLED`
+/// after it has shut down.
+#[no_mangle]
+pub unsafe extern "C" fn tcpchat_room_set_rate(
+    room: *const tcpchat_room,
+    lines_per_second: u32,
+    line_burst: u32,
+    bytes_per_second: u64,
+    byte_burst: u64,
+    flood_timeout_ms: u64,
+) -> Status {
+    guard(|| {
+        let r = arc_from_c(room, "room")?;
+        let flood_timeout = match flood_timeout_ms {
+            0 => std::time::Duration::MAX,
+            ms => std::time::Duration::from_millis(ms),
+        };
+        r.room.set_rate(MemberRate {
+            lines_per_second,
+            line_burst,
+            bytes_per_second,
+            byte_burst,
+            flood_timeout,
+        })
     })
 }
 

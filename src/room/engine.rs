@@ -25,7 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::text::{self, Input};
-use super::{Counters, Inbox, LeaveReason, RoomConfig, RoomEvent, RELAY_MAX};
+use super::{Counters, Inbox, LeaveReason, MemberRate, RoomConfig, RoomEvent, RELAY_MAX};
 use crate::access::{self, AddressSlot, IpNet, PerAddress};
 use crate::config::Framing;
 use crate::echo::server_full_message;
@@ -41,8 +41,15 @@ const FIRST_CLIENT: usize = 2;
 const EVENTS: usize = 1024;
 /// Connections accepted per wake-up before the others get a turn.
 const ACCEPT_BATCH: usize = 256;
-/// Bytes read from one client per wake-up before the others get a turn.
+/// Bytes read from one client per turn before the others get theirs.
 const READ_BUDGET: usize = 4 * READ_CHUNK;
+/// The work one client may cause per turn before the others get theirs, in
+/// deliveries (a line to N receivers is N; a command answered to its sender
+/// alone is 1, `/who` and `/nick` as many as a line): what bounds a round,
+/// since 64 KiB of two-byte lines to 1,000 receivers is 32 million
+/// deliveries. Between turns the loop checks for shutdown, accepts, and
+/// serves everyone else. (One line always goes, however many receive it.)
+const ROUND_WORK: usize = 16 * 1024;
 /// Lines handed to one `sendmsg`.
 const IOV: usize = 128;
 /// How long to stop accepting after running out of descriptors.
@@ -86,6 +93,12 @@ struct Client {
     /// but complete lines so far). The idle timeout runs from here: a
     /// member that only reads holds no unfinished line and stays.
     partial_since: Option<Instant>,
+    /// Its rate: what it may still send now.
+    bucket: Bucket,
+    /// Over its rate: not read from until then (in `Engine::throttled`).
+    throttled_until: Option<Instant>,
+    /// Over its rate since then, without catching up in between.
+    over_since: Option<Instant>,
     state: State,
     /// In `Engine::dirty`.
     dirty: bool,
@@ -159,6 +172,7 @@ struct Limits {
     max_clients: usize,
     queue_limit: usize,
     nodelay: bool,
+    rate: MemberRate,
 }
 
 pub(super) struct Engine {
@@ -187,8 +201,10 @@ pub(super) struct Engine {
     rbuf: Box<[u8]>,
     /// Clients with lines to write.
     dirty: Vec<usize>,
-    /// Clients that used their read budget and may have more to read.
+    /// Clients that used their turn and may have more to do.
     again: Vec<usize>,
+    /// Members over their rate, waiting for `Client::throttled_until`.
+    throttled: Vec<usize>,
     /// Members to drop once the current broadcast is done.
     doomed: Vec<(usize, LeaveReason)>,
     /// The accept batch ran out before the backlog did.
@@ -262,6 +278,7 @@ impl Engine {
                 max_clients: c.max_clients,
                 queue_limit: config.queue_limit,
                 nodelay: c.nodelay,
+                rate: config.rate,
             },
             slots: Vec::with_capacity(table),
             free: Vec::new(),
@@ -276,6 +293,7 @@ impl Engine {
             rbuf: vec![0; READ_CHUNK].into_boxed_slice(),
             dirty: Vec::new(),
             again: Vec::new(),
+            throttled: Vec::new(),
             doomed: Vec::new(),
             accept_more: false,
             accept_paused: None,
@@ -288,6 +306,10 @@ impl Engine {
 
     pub(super) fn set_handler(&mut self, handler: Handler) {
         self.handler = Some(handler);
+    }
+
+    pub(super) fn set_rate(&mut self, rate: MemberRate) {
+        self.limits.rate = rate;
     }
 
     fn counters(&self) -> &Counters {
@@ -345,6 +367,7 @@ impl Engine {
                     self.on_readable(idx, now);
                 }
             }
+            self.wake_throttled(now);
             if self.accept_more || self.accept_paused.is_some_and(|t| now >= t) {
                 self.accept(now);
             }
@@ -365,10 +388,40 @@ impl Engine {
             return Some(Duration::ZERO);
         }
         let mut due = self.sweep_period().map(|p| self.last_sweep + p);
-        if let Some(t) = self.accept_paused {
+        let throttled = self.throttled.iter().filter_map(|&i| {
+            self.slots.get(i)?.as_ref()?.throttled_until
+        });
+        for t in self.accept_paused.into_iter().chain(throttled) {
             due = Some(due.map_or(t, |d| d.min(t)));
         }
         due.map(|d| d.saturating_duration_since(now))
+    }
+
+    /// Give the members whose throttle has run out their turn.
+    fn wake_throttled(&mut self, now: Instant) {
+        if self.throttled.is_empty() {
+            return;
+        }
+        let mut waiting = std::mem::take(&mut self.throttled);
+        waiting.retain(|&idx| {
+            let Some(c) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
+                return false;
+            };
+            match c.throttled_until {
+                Some(t) if t > now => true,
+                Some(_) => {
+                    c.throttled_until = None;
+                    if !c.again {
+                        c.again = true;
+                        self.again.push(idx);
+                    }
+                    false
+                }
+                None => false, // dropped, or a new client in the slot
+            }
+        });
+        waiting.append(&mut self.throttled);
+        self.throttled = waiting;
     }
 
     /// How often to look for idle members and closing clients past their
@@ -478,6 +531,9 @@ impl Engine {
             out_off: 0,
             out_bytes: 0,
             partial_since: None,
+            bucket: Bucket::full(&self.limits.rate, now),
+            throttled_until: None,
+            over_since: None,
             state: State::Member {
                 pos: self.members.len(),
             },
@@ -537,8 +593,14 @@ impl Engine {
 
     // ----- reading -----
 
+    /// A client's turn: act on the lines it has sent, reading more only
+    /// when none is left, until its round's work is done
+    /// ([`ROUND_WORK`], [`READ_BUDGET`]: it goes on next round, after the
+    /// others), its rate is spent (it waits, unread, until its bucket has
+    /// refilled), or its socket is drained.
     fn on_readable(&mut self, idx: usize, now: Instant) {
         let mut budget = READ_BUDGET;
+        let mut work = ROUND_WORK;
         loop {
             let Some(c) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
                 return;
@@ -546,34 +608,62 @@ impl Engine {
             if c.doomed {
                 return;
             }
-            if budget == 0 {
-                if !c.again {
-                    c.again = true;
-                    self.again.push(idx);
+            if c.is_member() {
+                if c.throttled_until.is_some_and(|t| now < t) {
+                    return; // its bytes wait (in the decoder, then the kernel)
                 }
+                c.throttled_until = None;
+                match self.take_lines(idx, now, &mut work) {
+                    Turn::Done => {}
+                    Turn::Throttled => return,
+                    Turn::Spent => return self.again_later(idx),
+                }
+                let Some(c) = self.client_mut(idx).filter(|c| c.is_member()) else {
+                    return;
+                };
+                // The idle clock starts with the first byte of an
+                // unfinished line; a complete line stops it.
+                if c.decoder.buffered() == 0 {
+                    c.partial_since = None;
+                } else if c.partial_since.is_none() {
+                    c.partial_since = Some(now);
+                }
+                if c.decoder.is_eof() {
+                    // Every line before its end of stream is out.
+                    return self.drop_member(idx, LeaveReason::Closed, now);
+                }
+            }
+            let Some(c) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
                 return;
+            };
+            if budget == 0 {
+                return self.again_later(idx);
             }
             match c.stream.read(&mut self.rbuf) {
-                Ok(0) => return self.on_eof(idx, now),
+                Ok(0) => match &mut c.state {
+                    // Its last lines are taken on the next turn of the loop.
+                    State::Member { .. } => c.decoder.set_eof(),
+                    State::Closing {
+                        eof, write_shut, ..
+                    } => {
+                        *eof = true;
+                        if *write_shut {
+                            self.remove(idx);
+                        }
+                        return;
+                    }
+                },
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     if c.is_member() {
                         c.decoder.feed(&self.rbuf[..n]);
-                        self.take_lines(idx, now);
-                        // The idle clock starts with the first byte of an
-                        // unfinished line; a complete line stops it.
-                        if let Some(c) = self.client_mut(idx).filter(|c| c.is_member()) {
-                            if c.decoder.buffered() == 0 {
-                                c.partial_since = None;
-                            } else if c.partial_since.is_none() {
-                                c.partial_since = Some(now);
-                            }
-                        }
                     }
                     // A closing client's bytes are dropped.
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.decoder.shrink_if_empty();
+                    // Caught up with everything it sent: not flooding.
+                    c.over_since = None;
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -582,30 +672,33 @@ impl Engine {
         }
     }
 
-    fn on_eof(&mut self, idx: usize, now: Instant) {
-        let Some(c) = self.client_mut(idx) else {
-            return;
-        };
-        match &mut c.state {
-            State::Member { .. } => {
-                c.decoder.set_eof();
-                self.take_lines(idx, now);
-                if self
-                    .client_mut(idx)
-                    .is_some_and(|c| c.is_member() && !c.doomed)
-                {
-                    self.drop_member(idx, LeaveReason::Closed, now);
-                }
-            }
-            State::Closing {
-                eof, write_shut, ..
-            } => {
-                *eof = true;
-                if *write_shut {
-                    self.remove(idx);
-                }
+    /// Give a client another turn after the others have had theirs.
+    fn again_later(&mut self, idx: usize) {
+        if let Some(c) = self.client_mut(idx) {
+            if !c.again {
+                c.again = true;
+                self.again.push(idx);
             }
         }
+    }
+
+    /// A member over its rate: not read from until `until`; dropped with
+    /// `error: excess flood` when it has been over its rate, with no pause
+    /// to catch up, for the flood timeout.
+    fn throttle(&mut self, idx: usize, until: Instant, now: Instant) -> Turn {
+        let flood_timeout = self.limits.rate.flood_timeout;
+        let Some(c) = self.client_mut(idx) else {
+            return Turn::Throttled;
+        };
+        let since = *c.over_since.get_or_insert(now);
+        if now.duration_since(since) >= flood_timeout {
+            log_at!(LogLevel::Warn, "room: {} ({}) floods: over its rate for {flood_timeout:?}", c.addr, c.name);
+            self.drop_member(idx, LeaveReason::Flood, now);
+            return Turn::Throttled;
+        }
+        c.throttled_until = Some(until);
+        self.throttled.push(idx);
+        Turn::Throttled
     }
 
     fn lost(&mut self, idx: usize, e: &io::Error) {
@@ -620,47 +713,24 @@ impl Engine {
         }
     }
 
-    /// Act on every complete line the client's decoder holds.
-    fn take_lines(&mut self, idx: usize, now: Instant) {
+    /// Act on the complete lines the client's decoder holds, while its
+    /// round's `work` (deliveries: lines times receivers, and commands) and
+    /// its rate allow.
+    fn take_lines(&mut self, idx: usize, now: Instant, work: &mut usize) -> Turn {
         let want_text = self.handler.is_some();
         let raw_text = self.inbox.raw_text.load(Ordering::Relaxed);
+        let rate = self.limits.rate;
+        let receivers = self.members.len().saturating_sub(1).max(1);
         loop {
             let Some(c) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
-                return;
+                return Turn::Done;
             };
             if !c.is_member() || c.doomed {
-                return;
+                return Turn::Done;
             }
-            let action = match c.decoder.next_message() {
-                Ok(None) => return,
-                Ok(Some(line)) => match text::parse(line) {
-                    Input::Empty => {
-                        c.partial_since = None;
-                        continue;
-                    }
-                    Input::Say(t) => {
-                        let line = if raw_text {
-                            text::chat(&c.name, t)
-                        } else {
-                            text::chat(&c.name, &crate::text::escape_text(t))
-                        };
-                        // Without its newline, what every client accepts.
-                        if line.len() - 1 > RELAY_MAX {
-                            Action::Reply(text::too_long_to_relay(line.len() - 1, RELAY_MAX))
-                        } else {
-                            Action::Say {
-                                line,
-                                text: want_text.then(|| t.to_string()),
-                            }
-                        }
-                    }
-                    Input::Nick(n) => Action::Nick(n.to_string()),
-                    Input::Who => Action::Who,
-                    Input::Quit => Action::Quit,
-                    Input::Help => Action::Reply(text::help()),
-                    Input::Unknown(w) => Action::Reply(text::unknown_command(w)),
-                    Input::BadUtf8 => Action::Reply(text::bad_utf8()),
-                },
+            let at = match c.decoder.peek() {
+                Ok(None) => return Turn::Done,
+                Ok(Some(at)) => at,
                 Err(e) => {
                     log_at!(
                         LogLevel::Warn,
@@ -668,11 +738,60 @@ impl Engine {
                         c.addr,
                         c.name
                     );
-                    return self.drop_member(idx, LeaveReason::LineTooLong, now);
+                    self.drop_member(idx, LeaveReason::LineTooLong, now);
+                    return Turn::Done;
                 }
             };
+            if *work == 0 {
+                return Turn::Spent;
+            }
+            let input = text::parse(c.decoder.message(&at));
+            // What it costs: every line one line and its bytes; `/who` also
+            // the bytes of its answer (about 12 a member, at most 8 KiB).
+            let bytes = at.len() as u64 + 1
+                + match input {
+                    Input::Who => (12 * receivers as u64).min(8 * 1024),
+                    _ => 0,
+                };
+            // An empty line is ignored: it costs its bytes only.
+            let lines = u32::from(!matches!(input, Input::Empty));
+            if let Err(wait) = c.bucket.take(&rate, lines, bytes, now) {
+                return self.throttle(idx, now + wait, now);
+            }
+            *work = work.saturating_sub(match input {
+                Input::Say(_) | Input::Who | Input::Nick(_) => receivers,
+                _ => 1,
+            });
+            let action = match input {
+                Input::Empty => None,
+                Input::Say(t) => {
+                    let line = if raw_text {
+                        text::chat(&c.name, t)
+                    } else {
+                        text::chat(&c.name, &crate::text::escape_text(t))
+                    };
+                    // Without its newline, what every client accepts.
+                    Some(if line.len() - 1 > RELAY_MAX {
+                        Action::Reply(text::too_long_to_relay(line.len() - 1, RELAY_MAX))
+                    } else {
+                        Action::Say {
+                            line,
+                            text: want_text.then(|| t.to_string()),
+                        }
+                    })
+                }
+                Input::Nick(n) => Some(Action::Nick(n.to_string())),
+                Input::Who => Some(Action::Who),
+                Input::Quit => Some(Action::Quit),
+                Input::Help => Some(Action::Reply(text::help())),
+                Input::Unknown(w) => Some(Action::Reply(text::unknown_command(w))),
+                Input::BadUtf8 => Some(Action::Reply(text::bad_utf8())),
+            };
+            c.decoder.consume(at);
             c.partial_since = None;
-            self.act(idx, action, now);
+            if let Some(action) = action {
+                self.act(idx, action, now);
+            }
         }
     }
 
@@ -899,6 +1018,7 @@ impl Engine {
             LeaveReason::Closed => None,
             LeaveReason::IdleTimeout => self.limits.idle.map(text::idle),
             LeaveReason::LineTooLong => Some(text::too_long(self.limits.max_line)),
+            LeaveReason::Flood => Some(text::excess_flood()),
             LeaveReason::Shutdown => Some(text::shutting_down()),
             LeaveReason::Lost | LeaveReason::SlowReader => {
                 self.remove(idx);
@@ -907,7 +1027,10 @@ impl Engine {
         };
         if matches!(
             reason,
-            LeaveReason::SlowReader | LeaveReason::IdleTimeout | LeaveReason::LineTooLong
+            LeaveReason::SlowReader
+                | LeaveReason::IdleTimeout
+                | LeaveReason::LineTooLong
+                | LeaveReason::Flood
         ) {
             self.counters().dropped.fetch_add(1, Ordering::Relaxed);
             log_at!(LogLevel::Warn, "room: dropped {addr} ({name}): {reason}");
@@ -1081,6 +1204,76 @@ impl NameHolds {
             self.order = VecDeque::new();
             self.by_key = HashMap::new();
         }
+    }
+}
+
+/// How a client's turn ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Turn {
+    /// No complete line left.
+    Done,
+    /// Its round's work is spent: it goes on after the others.
+    Spent,
+    /// Over its rate: it waits for its bucket (or was dropped for flooding).
+    Throttled,
+}
+
+/// A member's token buckets ([`MemberRate`]): lines and bytes it may still
+/// send, refilled continuously up to the bursts.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    lines: f64,
+    bytes: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: &MemberRate, now: Instant) -> Bucket {
+        Bucket {
+            lines: f64::from(rate.line_burst),
+            bytes: rate.byte_burst as f64,
+            at: now,
+        }
+    }
+
+    /// Take `lines` (0 or 1) and `bytes` (capped at the byte burst, so that
+    /// every line can pass), or say how long until it could.
+    fn take(
+        &mut self,
+        rate: &MemberRate,
+        lines: u32,
+        bytes: u64,
+        now: Instant,
+    ) -> std::result::Result<(), Duration> {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        let mut wait: f64 = 0.0;
+        if rate.lines_per_second > 0 {
+            let (r, burst) = (f64::from(rate.lines_per_second), f64::from(rate.line_burst));
+            self.lines = (self.lines + dt * r).min(burst);
+            if self.lines < f64::from(lines) {
+                wait = wait.max((f64::from(lines) - self.lines) / r);
+            }
+        }
+        let cost = bytes.min(rate.byte_burst) as f64;
+        if rate.bytes_per_second > 0 {
+            let (r, burst) = (rate.bytes_per_second as f64, rate.byte_burst as f64);
+            self.bytes = (self.bytes + dt * r).min(burst);
+            if self.bytes < cost {
+                wait = wait.max((cost - self.bytes) / r);
+            }
+        }
+        if wait > 0.0 {
+            // At least a millisecond, so that the loop does not spin.
+            return Err(Duration::from_secs_f64(wait.clamp(0.001, 3600.0)));
+        }
+        if rate.lines_per_second > 0 {
+            self.lines -= f64::from(lines);
+        }
+        if rate.bytes_per_second > 0 {
+            self.bytes -= cost;
+        }
+        Ok(())
     }
 }
 

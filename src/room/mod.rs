@@ -21,6 +21,7 @@
 //! | `/who` | that client gets `* N online: NAME, NAME, ...` (in the order they joined; cut short with `, and K more` past 8 KiB) |
 //! | `/help` | that client gets `* commands: /nick NAME, /who, /quit; ...` |
 //! | `/quit` | that client gets `* bye` and is closed; the others get `* NAME left` |
+//! | lines faster than the member's rate ([`MemberRate`]) | the room stops reading from it until it is within the rate; over it for the flood timeout, it gets `error: excess flood` and is closed; the others get `* NAME was dropped (excess flood)` |
 //! | any other `/WORD` | that client gets `error: unknown command /WORD (commands: /nick NAME, /who, /quit)` |
 //! | a line that is not UTF-8 | that client gets `error: your line is not valid UTF-8; it was not sent`; it stays |
 //! | a line over the room's line limit (see *Limits*) | that client gets `error: line longer than MAX bytes; closing` and is closed |
@@ -87,6 +88,22 @@
 //!   connection drops and speak in its place. (At most the larger of 4,096
 //!   and [`Config::max_clients`] names are held at once; past that the
 //!   oldest hold ends early.)
+//! * **Fair rounds**: the work one member can cause per turn is bounded in
+//!   deliveries (a line to N receivers is N deliveries; a command one, or
+//!   as many as a line for `/who` and `/nick`), about 16,000, not in bytes
+//!   read; then it goes on after everyone else, and between turns the loop
+//!   checks for shutdown and accepts. So 256 KiB of two-byte lines in one
+//!   write (131,072 lines) cannot hold the room: a new client is welcomed
+//!   and shutdown takes effect at once.
+//! * **Rate** ([`RoomConfig::rate`], [`MemberRate`]): each member may send
+//!   50 lines (commands included) a second with bursts of 500, and 32 KiB a
+//!   second with bursts of 64 KiB, by default. Over it, the room stops
+//!   reading from the member (its data waits in the kernel) until it is
+//!   within its rate again; over it for 10 s without catching up, it gets
+//!   `error: excess flood` and is closed, and the others get
+//!   `* NAME was dropped (excess flood)`. Since a flooder reaches the others
+//!   only at its rate, a reader that keeps up with that rate is never
+//!   dropped as too slow because of it.
 //! * **Closing**: a client being closed gets its queued lines, then the write
 //!   half is shut down and what it still sends is read and dropped until it
 //!   closes, for at most [`Config::close_timeout`].
@@ -125,6 +142,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
 
 use crate::config::{Config, Framing};
 use crate::error::{Error, Result};
@@ -181,6 +199,89 @@ pub struct RoomConfig {
     /// member can repaint, retitle or query another member's terminal. Set
     /// it only when every receiver is a program, never a person at a terminal.
     pub raw_text: bool,
+    /// How fast each member may send; see [`MemberRate`]. Default:
+    /// [`MemberRate::default`].
+    pub rate: MemberRate,
+}
+
+/// How fast one member may send (lines, commands included, and bytes),
+/// with a burst: two token buckets per member. A member over its rate is
+/// *throttled*: the room stops reading from it (its data waits in its
+/// kernel socket buffer, and then in its own) until its buckets refill, so
+/// a flooder slows itself down and nobody else. A member that stays over
+/// its rate for [`MemberRate::flood_timeout`], never catching up with what
+/// it sent, gets `error: excess flood` and is closed; the others get
+/// `* NAME was dropped (excess flood)`.
+///
+/// Every line costs one line (an empty line, ignored, none) and its length plus one in bytes (a line
+/// longer than the byte burst costs the burst, so every line can pass);
+/// `/who` also costs the bytes of its answer (about 12 a member, at most
+/// 8 KiB). A rate of 0 turns that bucket off.
+///
+/// The defaults are generous for people and ordinary bots: 50 lines a
+/// second with bursts of 500 (a pasted page goes through at once), 32 KiB a
+/// second with bursts of 64 KiB, dropped after 10 s over the rate. They are
+/// also what keeps readers safe: one member can make the room send a
+/// reader at most its bursts plus its rates, well within the default
+/// [`RoomConfig::queue_limit`] for any reader that keeps up with that, so
+/// a reader is never dropped as too slow because another member floods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberRate {
+    /// Lines (and commands) per second, sustained; 0 = no line limit.
+    /// Default: 50.
+    pub lines_per_second: u32,
+    /// Lines a member may send at once, beyond the rate. Default: 500.
+    /// Must be at least 1 when `lines_per_second` is not 0.
+    pub line_burst: u32,
+    /// Bytes per second, sustained; 0 = no byte limit. Default: 32 KiB.
+    pub bytes_per_second: u64,
+    /// Bytes a member may send at once, beyond the rate. Default: 64 KiB.
+    /// Must be at least 1 when `bytes_per_second` is not 0.
+    pub byte_burst: u64,
+    /// How long a member may stay over its rate, without catching up, before
+    /// it is dropped with `error: excess flood`. Default: 10 s. Must be
+    /// positive.
+    pub flood_timeout: Duration,
+}
+
+impl Default for MemberRate {
+    fn default() -> MemberRate {
+        MemberRate {
+            lines_per_second: 50,
+            line_burst: 500,
+            bytes_per_second: 32 * 1024,
+            byte_burst: 64 * 1024,
+            flood_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl MemberRate {
+    /// No limit at all: every member is read as fast as it sends (only the
+    /// room's fair rounds stand between a flooder and the others).
+    pub fn unlimited() -> MemberRate {
+        MemberRate {
+            lines_per_second: 0,
+            line_burst: 0,
+            bytes_per_second: 0,
+            byte_burst: 0,
+            flood_timeout: Duration::MAX,
+        }
+    }
+
+    /// Check that the values can work; the error names the first that cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.lines_per_second > 0 && self.line_burst == 0 {
+            return Err(Error::invalid("line_burst must be at least 1 with a line rate"));
+        }
+        if self.bytes_per_second > 0 && self.byte_burst == 0 {
+            return Err(Error::invalid("byte_burst must be at least 1 with a byte rate"));
+        }
+        if self.flood_timeout.is_zero() {
+            return Err(Error::invalid("flood_timeout must be positive"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RoomConfig {
@@ -196,6 +297,7 @@ impl From<Config> for RoomConfig {
             queue_limit: DEFAULT_QUEUE_LIMIT,
             max_line: DEFAULT_MAX_LINE,
             raw_text: false,
+            rate: MemberRate::default(),
         }
     }
 }
@@ -204,6 +306,12 @@ impl RoomConfig {
     /// Set [`RoomConfig::raw_text`].
     pub fn with_raw_text(mut self, raw: bool) -> RoomConfig {
         self.raw_text = raw;
+        self
+    }
+
+    /// Set [`RoomConfig::rate`].
+    pub fn with_rate(mut self, rate: MemberRate) -> RoomConfig {
+        self.rate = rate;
         self
     }
 
@@ -236,6 +344,7 @@ impl RoomConfig {
                 self.config.framing
             )));
         }
+        self.rate.validate()?;
         if self.queue_limit == 0 {
             return Err(Error::invalid("queue_limit must be at least 1"));
         }
@@ -271,11 +380,16 @@ pub enum LeaveReason {
     LineTooLong = 5,
     /// The room shut down.
     Shutdown = 6,
+    /// It stayed over its rate (Rust `MemberRate`, C
+    /// `tcpchat_room_set_rate()`), never catching up, for the flood timeout,
+    /// and got `error: excess flood`.
+    Flood = 7,
 }
 
 impl LeaveReason {
     /// The reason's lowercase name: `"quit"`, `"closed"`, `"lost"`,
-    /// `"slow_reader"`, `"idle_timeout"`, `"line_too_long"`, `"shutdown"`.
+    /// `"slow_reader"`, `"idle_timeout"`, `"line_too_long"`, `"shutdown"`,
+    /// `"flood"`.
     pub fn name(self) -> &'static str {
         match self {
             LeaveReason::Quit => "quit",
@@ -285,6 +399,7 @@ impl LeaveReason {
             LeaveReason::IdleTimeout => "idle_timeout",
             LeaveReason::LineTooLong => "line_too_long",
             LeaveReason::Shutdown => "shutdown",
+            LeaveReason::Flood => "flood",
         }
     }
 }
@@ -361,7 +476,8 @@ pub struct RoomStats {
     pub refused: u64,
     /// Messages relayed (each counted once, however many received it).
     pub messages: u64,
-    /// Members dropped by the room: too slow to read, idle, or a line too long.
+    /// Members dropped by the room: too slow to read, an unfinished line for
+    /// too long, a line too long, or flooding.
     pub dropped: u64,
     /// Members in the room now.
     pub online: u64,
@@ -646,6 +762,27 @@ impl Room {
             }
             Slot::Running(_) => Err(Error::invalid(
                 "the event handler cannot be changed while the room is running",
+            )),
+            Slot::Stopped => Err(self.shared.stopped_error()),
+        }
+    }
+
+    /// Change how fast each member may send ([`RoomConfig::rate`]). Set it
+    /// before the room runs.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a rate that cannot work (see
+    /// [`MemberRate::validate`]) or while the room is running,
+    /// [`Error::Cancelled`] once it has been shut down.
+    pub fn set_rate(&self, rate: MemberRate) -> Result<()> {
+        rate.validate()?;
+        let mut slot = self.shared.lock();
+        match &mut *slot {
+            Slot::Ready(engine) => {
+                engine.set_rate(rate);
+                Ok(())
+            }
+            Slot::Running(_) => Err(Error::invalid(
+                "the rate cannot be changed while the room is running",
             )),
             Slot::Stopped => Err(self.shared.stopped_error()),
         }

@@ -119,6 +119,7 @@ pub(crate) fn left(name: &str, reason: LeaveReason) -> Option<Arc<[u8]>> {
         LeaveReason::SlowReader => format!("* {name} was dropped (too slow to read)"),
         LeaveReason::IdleTimeout => format!("* {name} was dropped (unfinished line for too long)"),
         LeaveReason::LineTooLong => format!("* {name} was dropped (line too long)"),
+        LeaveReason::Flood => format!("* {name} was dropped (excess flood)"),
         LeaveReason::Shutdown => return None,
     };
     Some(line(&text))
@@ -188,6 +189,10 @@ pub(crate) fn too_long(max: usize) -> Arc<[u8]> {
 
 pub(crate) fn idle(after: std::time::Duration) -> Arc<[u8]> {
     line(&format!("error: no complete line for {after:?}; closing"))
+}
+
+pub(crate) fn excess_flood() -> Arc<[u8]> {
+    line("error: excess flood")
 }
 
 pub(crate) fn bye() -> Arc<[u8]> {

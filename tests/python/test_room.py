@@ -350,8 +350,34 @@ def test_settings_reach_the_room_line_length_and_idle_timeout() -> None:
         assert (room.stats().dropped, room.stats().online) == (1, 2)
 
 
+def test_the_rate_settings_reach_the_room_and_a_flooder_is_dropped() -> None:
+    with started_room(lines_per_second=1, line_burst=5, flood_timeout=0.3) as room:
+        reader, flooder = members(room.port, 2)
+        flooder.send_bytes(b"".join(b"line %d\n" % i for i in range(50)))
+        assert flooder.until_eof() == ["error: excess flood"]
+        got = []
+        while True:
+            line = reader.line()
+            if line == f"* {flooder.name} was dropped (excess flood)":
+                break
+            got.append(line)
+        # The burst and a line a second, never the 50.
+        assert 5 <= len(got) <= 8, got
+        assert got[:5] == [f"{flooder.name}: line {i}" for i in range(5)]
+        assert room.stats().dropped == 1
+    for bad in ({"line_burst": 0}, {"byte_burst": 0}, {"lines_per_second": -1}):
+        with pytest.raises(tcpchat.InvalidArgumentError):
+            tcpchat.Room(**bad)
+    with pytest.raises(TypeError):
+        tcpchat.Room(lines_per_second=1.5)  # type: ignore[arg-type]
+    assert str(tcpchat.LeaveReason.FLOOD) == "flood"
+
+
 def test_a_reader_that_stalls_is_dropped_past_queue_limit() -> None:
-    with tcpchat.Room(queue_limit=16 * 1024, close_timeout=FAST_CLOSE) as room:
+    # No rate: the sender goes as fast as it can (a test of the queue limit).
+    with tcpchat.Room(
+        queue_limit=16 * 1024, close_timeout=FAST_CLOSE, lines_per_second=0, bytes_per_second=0
+    ) as room:
         events = event_queue(room)
         room.start()
         p = members(room.port, 2)
@@ -1060,5 +1086,5 @@ def test_chat_room_example_help_and_fresh_clone(tmp_path: Path) -> None:
     flags = {w.strip("[],") for w in result.stdout.split() if w.startswith(("--", "[--"))}
     assert flags == {
         "--host", "--port", "--max-clients", "--allow", "--deny", "--help",
-        "--idle-timeout", "--max-per-address", "--max-message-size",
+        "--idle-timeout", "--max-per-address", "--max-message-size", "--line-rate",
     }

@@ -151,7 +151,7 @@ def stop(proc: "subprocess.Popen[str]") -> None:
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_blocked_stdout_keeps_the_room_serving_in_bounded_memory(lang: str) -> None:
-    proc, err, port = start_server_process(program(lang, "chat_room") + ["--port", "0"])
+    proc, err, port = start_server_process(program(lang, "chat_room") + ["--port", "0", "--line-rate", "0"])
     flood = None
     try:
         flood = Flood(port)
@@ -200,7 +200,7 @@ def test_blocked_stdout_keeps_the_room_serving_in_bounded_memory(lang: str) -> N
 def test_sigterm_stops_the_room_while_stdout_is_blocked(lang: str) -> None:
     """What is still queued when the room stops is written if stdout takes
     it within 2 seconds; a stdout that never drains cannot hold the program."""
-    proc, err, port = start_server_process(program(lang, "chat_room") + ["--port", "0"])
+    proc, err, port = start_server_process(program(lang, "chat_room") + ["--port", "0", "--line-rate", "0"])
     flood = None
     try:
         flood = Flood(port)

@@ -325,6 +325,7 @@ TCPCHAT_LEAVE_REASON_SLOW_READER = 3
 TCPCHAT_LEAVE_REASON_IDLE_TIMEOUT = 4
 TCPCHAT_LEAVE_REASON_LINE_TOO_LONG = 5
 TCPCHAT_LEAVE_REASON_SHUTDOWN = 6
+TCPCHAT_LEAVE_REASON_FLOOD = 7
 
 TCPCHAT_ROOM_EVENT_JOIN = 0
 TCPCHAT_ROOM_EVENT_LEAVE = 1
@@ -539,6 +540,12 @@ tcpchat_room_start = _declare("tcpchat_room_start", tcpchat_status, [_room_p])
 tcpchat_room_post = _declare("tcpchat_room_post", tcpchat_status, [_room_p, c_char_p])
 # tcpchat_status tcpchat_room_set_raw_text(const tcpchat_room *room, bool raw);
 tcpchat_room_set_raw_text = _declare("tcpchat_room_set_raw_text", tcpchat_status, [_room_p, c_bool])
+# tcpchat_status tcpchat_room_set_rate(const tcpchat_room *room,
+#     uint32_t lines_per_second, uint32_t line_burst, uint64_t bytes_per_second,
+#     uint64_t byte_burst, uint64_t flood_timeout_ms);
+tcpchat_room_set_rate = _declare(
+    "tcpchat_room_set_rate", tcpchat_status, [_room_p, c_uint32, c_uint32, c_uint64, c_uint64, c_uint64]
+)
 # tcpchat_status tcpchat_room_shutdown(const tcpchat_room *room);
 tcpchat_room_shutdown = _declare("tcpchat_room_shutdown", tcpchat_status, [_room_p])
 # tcpchat_status tcpchat_room_get_stats(const tcpchat_room *room,

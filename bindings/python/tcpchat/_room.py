@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Type
 
 from . import _ffi
 from ._callbacks import Address
-from ._config import Config, c_config, merge
+from ._config import Config, c_config, merge, timeout_ms
 from ._conn import check_port, encode_host
 from ._errors import ClosedError, InvalidArgumentError, check, from_status
 from ._handle import Handle, signal_checkpoint
@@ -78,6 +78,9 @@ class LeaveReason(enum.Enum):
     LINE_TOO_LONG = _ffi.TCPCHAT_LEAVE_REASON_LINE_TOO_LONG
     #: The room shut down.
     SHUTDOWN = _ffi.TCPCHAT_LEAVE_REASON_SHUTDOWN
+    #: It stayed over its rate (``lines_per_second``, ``bytes_per_second``)
+    #: for ``flood_timeout`` and got ``error: excess flood``.
+    FLOOD = _ffi.TCPCHAT_LEAVE_REASON_FLOOD
 
     def __str__(self) -> str:
         """The lowercase name, as the library's logs say it: ``slow_reader``."""
@@ -301,6 +304,18 @@ class Room:
     :func:`tcpchat.escape_text`); ``raw_text=True`` relays them as typed,
     only for rooms whose every member is a program.
 
+    How fast each member may send: ``lines_per_second`` lines (commands
+    included) a second with bursts of ``line_burst``, and
+    ``bytes_per_second`` bytes a second with bursts of ``byte_burst`` (0
+    turns a limit off); the defaults, 50 lines/s, bursts of 500, 32 KiB/s,
+    bursts of 64 KiB, are generous for people and ordinary bots. A member
+    over its rate is not read from (its data waits in the kernel) until it
+    is within it again; one that stays over it, never catching up, for
+    ``flood_timeout`` seconds (10; None = never) gets ``error: excess
+    flood`` and is closed (:attr:`LeaveReason.FLOOD`). A reader that keeps
+    up with the rate the room allows is never dropped as too slow because
+    another member floods.
+
     Serve with :meth:`run` (blocks this thread) or :meth:`start` (a library
     thread); observe with :meth:`on_event`; announce with :meth:`post`; stop
     with :meth:`shutdown` from any thread. A context manager; closed (shut
@@ -324,6 +339,11 @@ class Room:
         config: Optional[Config] = None,
         queue_limit: Optional[int] = None,
         raw_text: bool = False,
+        lines_per_second: int = 50,
+        line_burst: int = 500,
+        bytes_per_second: int = 32 * 1024,
+        byte_burst: int = 64 * 1024,
+        flood_timeout: Optional[float] = 10.0,
         **options: "Unpack[ConfigOptions]",
     ) -> None:
         cfg = merge(config, options)
@@ -349,6 +369,15 @@ class Room:
         self._raw_text = False
         if raw_text:
             self.raw_text = True
+        rate = (
+            _count("lines_per_second", lines_per_second, 2**32 - 1),
+            _count("line_burst", line_burst, 2**32 - 1),
+            _count("bytes_per_second", bytes_per_second, 2**64 - 1),
+            _count("byte_burst", byte_burst, 2**64 - 1),
+            timeout_ms("flood_timeout", flood_timeout),
+        )
+        with self._handle as ptr:
+            check(_ffi.tcpchat_room_set_rate(ptr, *rate))
 
     # ----- properties -----------------------------------------------------
 
@@ -564,6 +593,15 @@ class Room:
     def __repr__(self) -> str:
         state = "closed" if self._handle.closed else f"on {self._address}"
         return f"<tcpchat.Room {state}>"
+
+
+def _count(name: str, value: int, maximum: int) -> int:
+    """A rate setting for the C API: an int from 0 to ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= maximum:
+        raise InvalidArgumentError(f"{name} {value} is out of range (0 to {maximum})")
+    return value
 
 
 def _queue_limit(value: Optional[int]) -> int:
