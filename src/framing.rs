@@ -11,7 +11,8 @@
 //! exceeds the maximum is refused as soon as its 4 header bytes are seen, and a
 //! line is refused as soon as more bytes than the maximum arrive without a
 //! newline, so the buffer never holds more than `max_message_size` plus one
-//! read.
+//! read (and the 4 bytes of a frame header): its growth by doubling is
+//! capped there.
 
 use std::io::{self, Read};
 
@@ -194,7 +195,12 @@ impl Decoder {
             self.start = 0;
         }
         if self.buf.len() < need {
-            let new_len = need.max(self.buf.len() * 2).max(want);
+            // Doubling keeps growth cheap, but never past what one message
+            // and one read can need: the limit, its framing (a 4-byte
+            // header, or `\r\n`) and a read. Without the cap a buffer
+            // could double to twice the limit.
+            let cap = self.max.saturating_add(4).saturating_add(want);
+            let new_len = need.max((self.buf.len() * 2).min(cap)).max(want);
             self.buf.resize(new_len, 0);
         }
     }
@@ -735,6 +741,25 @@ mod tests {
         }
         assert_eq!(find_newline(&[0x8a; 100]), None);
         assert_eq!(find_newline(&[0x0a; 100]), Some(0));
+    }
+
+    #[test]
+    fn a_buffer_never_holds_more_than_the_limit_and_one_read() {
+        // A partial line (or frame) just under the limit, fed a read at a
+        // time: the buffer stays within the limit, its framing and one read.
+        for framing in [Framing::Line, Framing::Frame] {
+            let max = 1024 * 1024;
+            let mut d = Decoder::new(framing, max, 1024);
+            if framing == Framing::Frame {
+                d.feed(&(max as u32).to_be_bytes());
+            }
+            let mut reader = std::io::Cursor::new(vec![b'x'; max - 1]);
+            while d.read_from(&mut reader).unwrap() > 0 {
+                assert!(d.peek().unwrap().is_none());
+                assert!(d.buf.len() <= max + 4 + READ_CHUNK, "{framing}: {} bytes", d.buf.len());
+            }
+            assert!(d.buf.len() <= max + 4 + READ_CHUNK, "{framing}: {} bytes", d.buf.len());
+        }
     }
 
     #[test]
