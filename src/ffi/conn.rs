@@ -116,37 +116,43 @@ impl tcpchat_conn {
     /// one timeout.
     #[inline]
     fn with_rx<T>(&self, wait: bool, f: impl FnOnce(&mut RecvHalf) -> Result<T>) -> Result<T> {
-        let ms = self.read_ms.load(Ordering::Relaxed);
-        let mut waited = None;
-        let mut held = self.rx.acquire(wait.then_some(ms), &self.cancel, "receiving", &mut waited, false)?;
-        let rx = held.value();
-        // Set the half's timeout only when it changed (or after a wait, to
-        // what is left of it): the common call pays one comparison.
-        if waited.is_some() {
-            rx.set_read_timeout(remaining(timeout_of(ms), waited))?;
-            self.rx_applied_ms.store(u64::MAX, Ordering::Relaxed);
-        } else if self.rx_applied_ms.load(Ordering::Relaxed) != ms {
-            rx.set_read_timeout(timeout_of(ms))?;
-            self.rx_applied_ms.store(ms, Ordering::Relaxed);
-        }
-        f(rx)
+        let timeouts = Timeouts { wanted: &self.read_ms, applied: &self.rx_applied_ms };
+        self.with_side(&self.rx, timeouts, "receiving", wait, RecvHalf::set_read_timeout, f)
     }
 
     /// Run `f` on the sending half, as [`tcpchat_conn::with_rx`].
     #[inline]
     fn with_tx<T>(&self, wait: bool, f: impl FnOnce(&mut SendHalf) -> Result<T>) -> Result<T> {
-        let ms = self.write_ms.load(Ordering::Relaxed);
+        let timeouts = Timeouts { wanted: &self.write_ms, applied: &self.tx_applied_ms };
+        self.with_side(&self.tx, timeouts, "sending", wait, SendHalf::set_write_timeout, f)
+    }
+
+    /// The one path of [`tcpchat_conn::with_rx`] and [`tcpchat_conn::with_tx`]:
+    /// borrow the side's half, give it the program's timeout (only when it
+    /// changed, or after a wait what is left of it: the common call pays one
+    /// comparison), run `f`.
+    #[inline]
+    fn with_side<H, T>(
+        &self,
+        side: &Side<H>,
+        timeouts: Timeouts<'_>,
+        what: &str,
+        wait: bool,
+        set_timeout: fn(&mut H, Option<Duration>) -> Result<()>,
+        f: impl FnOnce(&mut H) -> Result<T>,
+    ) -> Result<T> {
+        let ms = timeouts.wanted.load(Ordering::Relaxed);
         let mut waited = None;
-        let mut held = self.tx.acquire(wait.then_some(ms), &self.cancel, "sending", &mut waited, false)?;
-        let tx = held.value();
+        let mut held = side.acquire(wait.then_some(ms), &self.cancel, what, &mut waited, false)?;
+        let half = held.value()?;
         if waited.is_some() {
-            tx.set_write_timeout(remaining(timeout_of(ms), waited))?;
-            self.tx_applied_ms.store(u64::MAX, Ordering::Relaxed);
-        } else if self.tx_applied_ms.load(Ordering::Relaxed) != ms {
-            tx.set_write_timeout(timeout_of(ms))?;
-            self.tx_applied_ms.store(ms, Ordering::Relaxed);
+            set_timeout(half, remaining(timeout_of(ms), waited))?;
+            timeouts.applied.store(u64::MAX, Ordering::Relaxed);
+        } else if timeouts.applied.load(Ordering::Relaxed) != ms {
+            set_timeout(half, timeout_of(ms))?;
+            timeouts.applied.store(ms, Ordering::Relaxed);
         }
-        f(tx)
+        f(half)
     }
 
     /// Refuse a message over the size limit from its length alone, before
@@ -203,6 +209,13 @@ impl tcpchat_conn {
             _ => Ok(()),
         }
     }
+}
+
+/// A side's timeout: what the program set (ms, 0 = none) and what was last
+/// set on its half.
+struct Timeouts<'a> {
+    wanted: &'a AtomicU64,
+    applied: &'a AtomicU64,
 }
 
 /// What is left of `timeout` after waiting for another thread's call since
@@ -445,11 +458,11 @@ struct Held<'a, T> {
 }
 
 impl<T> Held<'_, T> {
-    fn value(&mut self) -> &mut T {
-        // SAFETY: a Held exists only while this thread holds the side, and
-        // `lend` checked that the half is there; `&mut self` keeps the
-        // borrow unique.
-        unsafe { (*self.side.value.get()).as_mut() }.expect("a lent half is present until it is handed back")
+    fn value(&mut self) -> Result<&mut T> {
+        // SAFETY: a Held exists only while this thread holds the side;
+        // `&mut self` keeps the borrow unique.
+        unsafe { (*self.side.value.get()).as_mut() }
+            .ok_or_else(|| Error::LocallyClosed("the connection was closed with tcpchat_conn_close".into()))
     }
 
     /// Take the half out for a while (a session reunites both halves).
@@ -954,10 +967,14 @@ pub unsafe extern "C" fn tcpchat_conn_fd(conn: *mut tcpchat_conn, out_fd: *mut i
         // Bring each side's part of the descriptor's state up to date; a
         // side busy on another thread does so when its call returns.
         if let Ok(mut h) = handle.rx.acquire(None, &handle.cancel, "receiving", &mut None, false) {
-            h.value().sync_poll();
+            if let Ok(half) = h.value() {
+                half.sync_poll();
+            }
         }
         if let Ok(mut h) = handle.tx.acquire(None, &handle.cancel, "sending", &mut None, false) {
-            h.value().sync_poll();
+            if let Ok(half) = h.value() {
+                half.sync_poll();
+            }
         }
         out_fd.write(fd);
         Ok(())
